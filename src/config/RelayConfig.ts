@@ -1,0 +1,87 @@
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Layer from "effect/Layer"
+
+/** A host and port to listen on. `host` is an IP literal or name, without brackets. */
+export interface ListenAddress {
+  readonly host: string
+  readonly port: number
+}
+
+export type LogFormat = "json" | "pretty"
+export type LogLevelName = "trace" | "debug" | "info" | "warn" | "error" | "fatal"
+
+/**
+ * Every knob of the relay (SPEC §9), already parsed and validated. Built from flags and
+ * environment by `RelayConfigLoader` (the CLI), or from values by `RelayConfig.make` when the
+ * relay is embedded or tested.
+ */
+export interface RelayConfigShape {
+  readonly listen: ListenAddress
+  readonly tls: { readonly certFile: string; readonly keyFile: string } | undefined
+  /** `undefined` disables the metrics listener (`--metrics-listen ""`). */
+  readonly metricsListen: ListenAddress | undefined
+  readonly maxConnections: number
+  /** 0 disables the per-IP concurrent cap. */
+  readonly maxConnectionsPerIp: number
+  readonly trustXForwardedFor: boolean
+  readonly gracePeriod: Duration.Duration
+  readonly heartbeatInterval: Duration.Duration
+  readonly heartbeatTimeout: Duration.Duration
+  readonly probeTimeout: Duration.Duration
+  readonly writeTimeout: Duration.Duration
+  readonly messageTimeout: Duration.Duration
+  readonly handshakeTimeout: Duration.Duration
+  /** How long a peer gets to answer our close frame before its socket is destroyed (§6). */
+  readonly closeTimeout: Duration.Duration
+  readonly maxFrameBytes: number
+  readonly maxPhonesPerServer: number
+  readonly phoneOutboxBytes: number
+  readonly maxBufferedBytes: number
+  /** 0 disables the per-IP rate limit. */
+  readonly rateLimitBurst: number
+  readonly rateLimitRefill: Duration.Duration
+  readonly drainTimeout: Duration.Duration
+  readonly logFormat: LogFormat
+  readonly logLevel: LogLevelName
+  /** `PYRYCODE_RELAY_PRODUCTION=1`. */
+  readonly production: boolean
+}
+
+/** SPEC §9 defaults. */
+export const defaults: RelayConfigShape = {
+  listen: { host: "127.0.0.1", port: 8080 },
+  tls: undefined,
+  metricsListen: { host: "127.0.0.1", port: 9090 },
+  maxConnections: 1000,
+  maxConnectionsPerIp: 64,
+  trustXForwardedFor: false,
+  gracePeriod: Duration.seconds(30),
+  heartbeatInterval: Duration.seconds(30),
+  heartbeatTimeout: Duration.seconds(30),
+  probeTimeout: Duration.seconds(10),
+  writeTimeout: Duration.seconds(10),
+  messageTimeout: Duration.seconds(30),
+  handshakeTimeout: Duration.seconds(5),
+  closeTimeout: Duration.seconds(5),
+  maxFrameBytes: 262_144,
+  maxPhonesPerServer: 16,
+  phoneOutboxBytes: 4_194_304,
+  maxBufferedBytes: 268_435_456,
+  rateLimitBurst: 20,
+  rateLimitRefill: Duration.seconds(6),
+  drainTimeout: Duration.seconds(10),
+  logFormat: "json",
+  logLevel: "info",
+  production: false
+}
+
+export class RelayConfig extends Context.Service<RelayConfig, RelayConfigShape>()("pyrycode-relay/RelayConfig") {
+  /** Builds the service from values; anything not given takes its SPEC §9 default. */
+  static readonly make = (overrides: Partial<RelayConfigShape> = {}): RelayConfigShape => ({
+    ...defaults,
+    ...overrides
+  })
+  static readonly layerFromValues = (overrides: Partial<RelayConfigShape> = {}) =>
+    Layer.succeed(RelayConfig, RelayConfig.make(overrides))
+}
