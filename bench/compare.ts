@@ -1,0 +1,167 @@
+/**
+ * A/B benchmark: the relay under test vs bench/baseline.ts, alternating (A B A B …), a fresh server
+ * process on a free port for every run, the same loadgen arguments for both.
+ *
+ *   node bench/compare.ts [--rounds 3] [--servers 4 --phones 4 --frames 20000 --bytes 100
+ *     --window 32 --processes 1] [--setup --setup-servers 64 --setup-phones 8]
+ *     [--relay-cmd "…"] [--baseline-cmd "…"]
+ *
+ * Commands may use {port} and {metricsPort}; without {port}, `--listen 127.0.0.1:{port}` is
+ * appended. Server output goes to bench/out/<side>-<round>.log. Prints one JSON line per run, then
+ * the medians and the relay/baseline ratios (and a final summary JSON line). Exit 1 if any run
+ * failed its checks.
+ */
+import * as path from "node:path"
+import { parseArgs } from "node:util"
+import { freePort, REPO_ROOT, runNodeScript, splitCommand, startServer, stopServer } from "./lib/proc.ts"
+import { median, round } from "./lib/stats.ts"
+
+const DEFAULT_RELAY =
+  "node_modules/.bin/node src/main.ts --listen 127.0.0.1:{port} --metrics-listen 127.0.0.1:{metricsPort}" +
+  " --rate-limit-burst 0 --max-connections-per-ip 0 --max-connections 100000"
+const DEFAULT_BASELINE = "node_modules/.bin/node bench/baseline.ts --listen 127.0.0.1:{port}"
+
+const { values } = parseArgs({
+  options: {
+    rounds: { type: "string", default: "3" },
+    servers: { type: "string", default: "4" },
+    phones: { type: "string", default: "4" },
+    frames: { type: "string", default: "20000" },
+    bytes: { type: "string", default: "100" },
+    window: { type: "string", default: "32" },
+    processes: { type: "string", default: "1" },
+    timeout: { type: "string", default: "120" },
+    flush: { type: "string", default: "immediate" },
+    setup: { type: "boolean", default: false },
+    "setup-servers": { type: "string", default: "64" },
+    "setup-phones": { type: "string", default: "8" },
+    "relay-cmd": { type: "string", default: DEFAULT_RELAY },
+    "baseline-cmd": { type: "string", default: DEFAULT_BASELINE }
+  },
+  strict: true
+})
+
+const rounds = Number(values.rounds)
+if (!Number.isInteger(rounds) || rounds < 1 || rounds > 50) {
+  process.stderr.write("compare: --rounds must be an integer 1..50\n")
+  process.exit(2)
+}
+
+const loadArgs = (port: number): Array<string> => [
+  "--url", `ws://127.0.0.1:${port}`,
+  "--servers", values.servers,
+  "--phones", values.phones,
+  "--frames", values.frames,
+  "--bytes", values.bytes,
+  "--window", values.window,
+  "--processes", values.processes,
+  "--timeout", values.timeout,
+  "--flush", values.flush
+]
+
+const setupArgs = (port: number): Array<string> => [
+  "--url", `ws://127.0.0.1:${port}`,
+  "--servers", values["setup-servers"],
+  "--phones", values["setup-phones"]
+]
+
+const argvFor = (template: string, port: number, metricsPort: number): Array<string> => {
+  const withPort = template.includes("{port}") ? template : `${template} --listen 127.0.0.1:{port}`
+  return splitCommand(withPort.replaceAll("{port}", `${port}`).replaceAll("{metricsPort}", `${metricsPort}`))
+}
+
+type Side = "relay" | "baseline"
+type Json = Record<string, unknown>
+
+interface Run {
+  readonly side: Side
+  readonly round: number
+  readonly ok: boolean
+  readonly load: Json | undefined
+  readonly setup: Json | undefined
+}
+
+const lastJsonLine = (out: string): Json | undefined => {
+  const line = out.trim().split("\n").pop()
+  if (line === undefined || line === "") return undefined
+  try {
+    return JSON.parse(line) as Json
+  } catch {
+    return undefined
+  }
+}
+
+const runOnce = async (side: Side, roundNo: number): Promise<Run> => {
+  const port = await freePort()
+  const metricsPort = await freePort()
+  const argv = argvFor(side === "relay" ? values["relay-cmd"] : values["baseline-cmd"], port, metricsPort)
+  const logFile = path.join(REPO_ROOT, "bench", "out", `${side}-${roundNo}.log`)
+  let server
+  try {
+    server = await startServer(argv, port, logFile)
+  } catch (e) {
+    process.stderr.write(`compare: ${side} round ${roundNo}: ${e instanceof Error ? e.message : String(e)}\n`)
+    return { side, round: roundNo, ok: false, load: undefined, setup: undefined }
+  }
+  const limitMs = (Number(values.timeout) + 30) * 1000
+  try {
+    const load = await runNodeScript("bench/loadgen.ts", loadArgs(port), limitMs)
+    if (load.stderr.trim() !== "") process.stderr.write(load.stderr)
+    let ok = load.code === 0
+    let setup: Json | undefined
+    if (values.setup) {
+      const s = await runNodeScript("bench/setup-rate.ts", setupArgs(port), limitMs)
+      if (s.stderr.trim() !== "") process.stderr.write(s.stderr)
+      setup = lastJsonLine(s.stdout)
+      ok &&= s.code === 0
+    }
+    return { side, round: roundNo, ok, load: lastJsonLine(load.stdout), setup }
+  } finally {
+    await stopServer(server)
+  }
+}
+
+const num = (j: Json | undefined, key: string): number => {
+  const v = j?.[key]
+  return typeof v === "number" ? v : Number.NaN
+}
+
+const main = async (): Promise<number> => {
+  const runs: Array<Run> = []
+  for (let r = 1; r <= rounds; r++) {
+    for (const side of ["relay", "baseline"] as const) {
+      const run = await runOnce(side, r)
+      runs.push(run)
+      const line = { side, round: r, ok: run.ok, ...run.load, ...(run.setup ? { setup: run.setup } : {}) }
+      process.stdout.write(`${JSON.stringify(line)}\n`)
+    }
+  }
+  const med = (side: Side, pick: (r: Run) => number): number =>
+    median(runs.filter((r) => r.side === side && r.ok).map(pick))
+  const metrics: Record<string, (r: Run) => number> = {
+    roundTripsPerSec: (r) => num(r.load, "roundTripsPerSec"),
+    p50Ms: (r) => num(r.load, "p50Ms"),
+    p99Ms: (r) => num(r.load, "p99Ms"),
+    ...(values.setup ? { upgradesPerSec: (r: Run) => num(r.setup, "upgradesPerSec") } : {})
+  }
+  const summary: Record<string, Record<string, number>> = {}
+  process.stdout.write(`\n${"metric".padEnd(18)}${"relay".padStart(12)}${"baseline".padStart(12)}${"ratio".padStart(9)}\n`)
+  for (const [name, pick] of Object.entries(metrics)) {
+    const a = med("relay", pick)
+    const b = med("baseline", pick)
+    const ratio = round(a / b, 3)
+    summary[name] = { relay: a, baseline: b, ratio }
+    process.stdout.write(`${name.padEnd(18)}${`${a}`.padStart(12)}${`${b}`.padStart(12)}${`${ratio}`.padStart(9)}\n`)
+  }
+  const failed = runs.filter((r) => !r.ok).length
+  process.stdout.write(`${JSON.stringify({ summary: "medians", rounds, failedRuns: failed, ...summary })}\n`)
+  return failed > 0 ? 1 : 0
+}
+
+main().then(
+  (code) => process.exit(code),
+  (e: unknown) => {
+    process.stderr.write(`compare: ${e instanceof Error ? e.message : String(e)}\n`)
+    process.exit(1)
+  }
+)

@@ -1,0 +1,49 @@
+/**
+ * The small connection interface the core works on (STYLE §3): the core never imports `ws` or
+ * `node:http`. `WsConnection` implements it for real sockets; tests implement it in memory.
+ */
+import type * as Effect from "effect/Effect"
+import type * as Stream from "effect/Stream"
+import type { CloseCode } from "../domain/CloseCodes.ts"
+import type { ConnectionLost } from "../domain/Errors.ts"
+
+export interface CloseInfo {
+  /** The close code the peer sent; 1005 when it sent none, 1006 when the socket just dropped. */
+  readonly code: number
+  /** The relay started the close (eviction, directive, error, shutdown …). */
+  readonly byRelay: boolean
+}
+
+export interface PeerConnection {
+  /**
+   * Incoming messages as text, in order, in the batches that arrived together. Ends when the
+   * connection closes; never fails. A binary-opcode message that is not UTF-8 arrives as `""`
+   * (invalid JSON to both forwarders) so no byte is ever altered.
+   */
+  readonly messages: Stream.Stream<string>
+  /**
+   * Hands `texts` to the socket, in order, as text frames. Synchronous and never blocks; bytes
+   * count in `pendingBytes` until flushed to the OS. `false` when the socket is no longer open.
+   */
+  readonly send: (texts: ReadonlyArray<string>) => boolean
+  /** Succeeds once everything sent so far is flushed; fails if the socket fails or closes first. */
+  readonly flushed: Effect.Effect<void, ConnectionLost>
+  /** Bytes handed to `send` and not yet flushed. */
+  readonly pendingBytes: () => number
+  /** Clock time (ms) of the last flush progress, or of the send that made `pendingBytes` non-zero. */
+  readonly lastProgressAt: () => number
+  /** Sends a WebSocket ping; succeeds on the next pong, fails if the socket closes first. */
+  readonly ping: Effect.Effect<void, ConnectionLost>
+  /**
+   * Starts the close handshake with this code and reason, at once (not queued behind pending
+   * writes). Idempotent: the first close wins. A peer that does not answer within the close
+   * timeout is destroyed.
+   */
+  readonly close: (close: CloseCode) => Effect.Effect<void>
+  /** Destroys the socket at once. */
+  readonly terminate: Effect.Effect<void>
+  /** Resolves when the socket is fully gone. */
+  readonly closed: Effect.Effect<CloseInfo>
+  /** Whether the socket is still open for writing. */
+  readonly isOpen: () => boolean
+}

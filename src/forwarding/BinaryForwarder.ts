@@ -1,0 +1,103 @@
+/**
+ * The binary forwarder (SPEC §4.2): one per binary, N sinks. Decodes each envelope (pure) and
+ * enqueues its frame on the addressed phone's outbox, which never blocks — so one stalled phone
+ * never delays the others, pongs, or the conflict probe. A bad envelope is logged, counted and
+ * dropped; nothing here ever ends the binary's connection: the stream ends only with its socket.
+ *
+ * Counting `binary_to_phone` is the outbox writer's job (once per frame actually written).
+ */
+import * as Effect from "effect/Effect"
+import * as Metric from "effect/Metric"
+import * as Stream from "effect/Stream"
+import type { CloseCode } from "../domain/CloseCodes.ts"
+import { isWireCode } from "../domain/CloseCodes.ts"
+import { decode } from "../domain/Envelope.ts"
+import * as Log from "../observability/Log.ts"
+import * as Metrics from "../observability/Metrics.ts"
+import type { BinaryHandle, PhoneHandle } from "../registry/Handles.ts"
+import type { RegistryShape } from "../registry/Registry.ts"
+import type { StopReason } from "./Outbox.ts"
+
+const REFUSED_REASON: Record<StopReason, Metrics.DropReason> = {
+  backlog_full: "backlog_full",
+  phone_write_failed: "phone_write_failed",
+  // The phone is leaving (directive accepted, evicted, or closed): as good as gone.
+  closing: "unknown_conn_id"
+}
+
+/** Side effects one batch asks for, performed after the synchronous routing pass. */
+interface BatchReport {
+  readonly drops: Map<Metrics.DropReason, number>
+  readonly events: Array<Effect.Effect<void>>
+  readonly overflowed: Array<readonly [PhoneHandle, CloseCode]>
+}
+
+const drop = (report: BatchReport, reason: Metrics.DropReason, frames = 1) =>
+  report.drops.set(reason, (report.drops.get(reason) ?? 0) + frames)
+
+const route = (binary: BinaryHandle, registry: RegistryShape, text: string, report: BatchReport): void => {
+  const decoded = decode(text)
+  const fields = { server_id: binary.serverId, binary_conn_id: binary.connId }
+  switch (decoded._tag) {
+    case "Malformed":
+    case "MissingConnId":
+    case "MissingFrame": {
+      drop(report, "malformed_envelope")
+      const reason = decoded._tag === "Malformed" ? "malformed" : decoded._tag === "MissingConnId" ? "missing conn_id" : "missing frame"
+      report.events.push(Log.warn("envelope dropped", { ...fields, reason }))
+      return
+    }
+    case "Wake": {
+      report.events.push(Log.info("push wake dropped", { ...fields, reason: "push off" }))
+      return
+    }
+    case "Deliver": {
+      const phone = registry.phoneFor(binary.serverId, decoded.connId)
+      if (phone === undefined) {
+        drop(report, "unknown_conn_id")
+        report.events.push(Log.warn("envelope dropped", { ...fields, reason: "unknown conn_id" }))
+        return
+      }
+      let code = decoded.closeCode
+      if (code !== 0 && !isWireCode(code)) {
+        report.events.push(Log.warn("close code replaced", { ...fields, conn_id: phone.connId, close_code: code }))
+        code = 1011
+      }
+      const result = phone.outbox.offer(decoded.frame, code)
+      if (result._tag === "Refused") {
+        if (decoded.frame !== undefined) drop(report, REFUSED_REASON[result.reason])
+        report.events.push(Log.warn("envelope dropped", { ...fields, conn_id: phone.connId, reason: "outbox closed" }))
+        return
+      }
+      if (code !== 0) {
+        phone.closedByBinary = true
+        report.events.push(Log.info("phone closed by binary", { ...fields, conn_id: phone.connId, close_code: code }))
+      }
+      if (result._tag === "Overflow") {
+        drop(report, "backlog_full", result.dropped)
+        report.overflowed.push([phone, result.close])
+        report.events.push(Log.warn("frame dropped", { ...fields, conn_id: phone.connId, reason: "phone backlog full" }))
+      }
+    }
+  }
+}
+
+const routeBatch = (binary: BinaryHandle, registry: RegistryShape, batch: ReadonlyArray<string>) =>
+  Effect.suspend(() => {
+    const report: BatchReport = { drops: new Map(), events: [], overflowed: [] }
+    for (const text of batch) route(binary, registry, text, report)
+    if (report.events.length === 0 && report.overflowed.length === 0) return Effect.void
+    return Effect.gen(function*() {
+      // Overflowed phones close once each, all at once; the binary reads on meanwhile.
+      yield* Effect.forEach(report.overflowed, ([phone, close]) => phone.conn.close(close), {
+        concurrency: "unbounded",
+        discard: true
+      })
+      for (const [reason, frames] of report.drops) yield* Metric.update(Metrics.framesDropped[reason], frames)
+      for (const event of report.events) yield* event
+    })
+  })
+
+/** Runs until the binary's socket ends. */
+export const forwardBinary = (binary: BinaryHandle, registry: RegistryShape): Effect.Effect<void> =>
+  Stream.runForEachArray(binary.conn.messages, (batch) => routeBatch(binary, registry, batch))

@@ -1,0 +1,106 @@
+/**
+ * The metrics listener (SPEC §1.1, §8.1): its own Node `http.Server` on a loopback address,
+ * serving `GET /metrics` and 404 for everything else. No authentication — the loopback bind is
+ * the protection, so the CLI refuses any address that `isLoopbackLiteral` rejects, and this
+ * listener is never the public one.
+ *
+ * The server is a scoped resource: closing the layer's scope stops accepting, drops open
+ * keep-alive connections and waits until the server has closed.
+ */
+import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Schema from "effect/Schema"
+import * as Scope from "effect/Scope"
+import * as HttpServerRequest from "effect/http/HttpServerRequest"
+import * as HttpServerResponse from "effect/http/HttpServerResponse"
+import * as Http from "node:http"
+import type { AddressInfo } from "node:net"
+import { type ListenAddress, RelayConfig } from "../config/RelayConfig.ts"
+import { PrometheusExport } from "../observability/PrometheusExport.ts"
+
+/** The Prometheus text exposition format, version 0.0.4 (SPEC §8.1). */
+export const METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+const OCTET = "(?:25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)"
+const LOOPBACK_V4 = new RegExp(`^127\\.${OCTET}\\.${OCTET}\\.${OCTET}$`)
+
+/**
+ * Whether `host` is a loopback IP literal the metrics listener may bind (SPEC §1.1):
+ * `127.x.y.z` with decimal octets 0–255 (no leading zeros, which some resolvers read as octal),
+ * or `::1` (without brackets). Names such as `localhost` are refused: they resolve at bind time.
+ */
+export const isLoopbackLiteral = (host: string): boolean => host === "::1" || LOOPBACK_V4.test(host)
+
+/** The metrics listener could not bind its address (SPEC §9: the relay exits 1). */
+export class MetricsListenError extends Schema.TaggedError<MetricsListenError>()("MetricsListenError", {
+  host: Schema.String,
+  port: Schema.Number,
+  message: Schema.String
+}) {}
+
+export class MetricsServer extends Context.Service<MetricsServer, {
+  /** The bound address (the real port when configured with port 0), or `undefined` when disabled. */
+  readonly address: ListenAddress | undefined
+}>()("pyrycode-relay/MetricsServer") {
+  /** Binds `RelayConfig.metricsListen` when it is defined; otherwise does nothing. */
+  static readonly layer: Layer.Layer<MetricsServer, MetricsListenError, RelayConfig | PrometheusExport> = Layer
+    .effect(
+      MetricsServer,
+      Effect.gen(function*() {
+        const { metricsListen } = yield* RelayConfig
+        if (metricsListen === undefined) return MetricsServer.of({ address: undefined })
+        const { scrape } = yield* PrometheusExport
+
+        const app = Effect.gen(function*() {
+          const request = yield* HttpServerRequest.HttpServerRequest
+          if (request.method !== "GET" || pathOf(request.url) !== "/metrics") {
+            return HttpServerResponse.empty({ status: 404 })
+          }
+          const text = yield* scrape
+          return HttpServerResponse.text(text, { contentType: METRICS_CONTENT_TYPE })
+        })
+
+        const server = yield* Effect.acquireRelease(listen(metricsListen), close)
+        // Request fibers live in a child scope that closes (interrupting them) before the server.
+        const requests = Scope.forkUnsafe(yield* Effect.scope, "parallel")
+        const handler = yield* NodeHttpServer.makeHandler(app, { scope: requests })
+        server.on("request", handler)
+        yield* Effect.addFinalizer(() => Effect.sync(() => server.off("request", handler)))
+
+        const bound = server.address() as AddressInfo
+        return MetricsServer.of({ address: { host: bound.address, port: bound.port } })
+      })
+    )
+}
+
+/** The request target's path, without the query string. Routing is on the exact path. */
+const pathOf = (url: string): string => {
+  const query = url.indexOf("?")
+  return query === -1 ? url : url.slice(0, query)
+}
+
+const listen = (address: ListenAddress): Effect.Effect<Http.Server, MetricsListenError> =>
+  Effect.callback<Http.Server, MetricsListenError>((resume) => {
+    const server = Http.createServer()
+    const onError = (error: Error) =>
+      resume(Effect.fail(new MetricsListenError({ host: address.host, port: address.port, message: error.message })))
+    server.once("error", onError)
+    server.listen({ host: address.host, port: address.port, exclusive: true }, () => {
+      server.off("error", onError)
+      resume(Effect.succeed(server))
+    })
+    // Interrupted while binding: release whatever was bound.
+    return Effect.sync(() => {
+      server.off("error", onError)
+      server.close()
+    })
+  })
+
+const close = (server: Http.Server): Effect.Effect<void> =>
+  Effect.callback<void>((resume) => {
+    server.close(() => resume(Effect.void))
+    // `close` alone waits for keep-alive scrapers to hang up; nothing here is worth waiting for.
+    server.closeAllConnections()
+  })

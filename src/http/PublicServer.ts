@@ -1,0 +1,163 @@
+/**
+ * The public listener (SPEC §1): `/v1/server` and `/v1/client` upgrades, `/healthz`, `/readyz`,
+ * 404 for anything else. The relay owns its Node server: ordinary requests go through
+ * `NodeHttpServer.makeHandler`, and the `upgrade` event is handled here with `ws` in `noServer`
+ * mode, after the gate has run — so a rejected request is answered with a plain HTTP status and
+ * never touches the registry.
+ *
+ * Each upgraded connection runs as a fiber in `sessions`; closing the layer's scope drains them
+ * (SPEC §10): stop accepting, close every registered connection 1001, wait up to the drain
+ * timeout, then destroy what is left.
+ */
+import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
+import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as FiberSet from "effect/FiberSet"
+import * as Layer from "effect/Layer"
+import * as Metric from "effect/Metric"
+import * as Option from "effect/Option"
+import * as Scope from "effect/Scope"
+import * as HttpServerRequest from "effect/http/HttpServerRequest"
+import * as HttpServerResponse from "effect/http/HttpServerResponse"
+import type * as Http from "node:http"
+import type { AddressInfo } from "node:net"
+import type * as Stream from "node:stream"
+import { WebSocketServer } from "ws"
+import type WebSocket from "ws"
+import { Ledger } from "../connection/BufferLedger.ts"
+import { type ListenAddress, RelayConfig } from "../config/RelayConfig.ts"
+import { version } from "../config/Version.ts"
+import * as CloseCodes from "../domain/CloseCodes.ts"
+import { makeWsConnection } from "../node/WsConnection.ts"
+import * as Log from "../observability/Log.ts"
+import * as Metrics from "../observability/Metrics.ts"
+import { Registry } from "../registry/Registry.ts"
+import { runBinary } from "../session/BinarySession.ts"
+import { Lifecycle } from "../session/Lifecycle.ts"
+import { runPhone } from "../session/PhoneSession.ts"
+import { endpointOf, hasRequiredHeaders, headerValue, pathOf } from "./UpgradeGate.ts"
+import { bindPublic, closeServer, ListenError } from "./Listener.ts"
+import { rejectUpgrade } from "./RejectUpgrade.ts"
+
+export class PublicServer extends Context.Service<PublicServer, {
+  /** The bound address (the real port when configured with port 0). */
+  readonly address: ListenAddress
+}>()("pyrycode-relay/PublicServer") {
+  static readonly layer: Layer.Layer<PublicServer, ListenError, RelayConfig | Registry | Ledger | Lifecycle> = Layer
+    .effect(PublicServer, Effect.suspend(() => make))
+}
+
+const JSON_CONTENT = "application/json; charset=utf-8"
+
+const make = Effect.gen(function*() {
+  const config = yield* RelayConfig
+  const registry = yield* Registry
+  const ledger = yield* Ledger
+  const lifecycle = yield* Lifecycle
+  const startedAt = yield* Clock.currentTimeMillis
+
+  const server = yield* Effect.acquireRelease(bindPublic(config), closeServer)
+  const wss = new WebSocketServer({
+    noServer: true,
+    maxPayload: config.maxFrameBytes,
+    perMessageDeflate: false,
+    clientTracking: false
+  })
+  /** Every upgraded socket, so the drain deadline can destroy the stragglers. */
+  const sockets = new Set<WebSocket>()
+  const sessions = yield* FiberSet.make<void>()
+  const runSession = yield* FiberSet.runtime(sessions)<RelayConfig | Registry | Ledger | Lifecycle>()
+
+  const app = Effect.gen(function*() {
+    const request = yield* HttpServerRequest.HttpServerRequest
+    const path = pathOf(request.url)
+    if (path === "/healthz") {
+      const counts = yield* registry.counts
+      const uptime = Math.floor(((yield* Clock.currentTimeMillis) - startedAt) / 1000)
+      const body = JSON.stringify({
+        status: "ok",
+        version,
+        connected_binaries: counts.binaries,
+        connected_phones: counts.phones,
+        uptime_seconds: uptime
+      })
+      return HttpServerResponse.text(body, { contentType: JSON_CONTENT, headers: { "cache-control": "no-store" } })
+    }
+    if (path === "/readyz") {
+      const draining = lifecycle.isDraining()
+      return HttpServerResponse.text(JSON.stringify({ status: draining ? "draining" : "ready" }), {
+        status: draining ? 503 : 200,
+        contentType: JSON_CONTENT,
+        headers: { "cache-control": "no-store" }
+      })
+    }
+    // A WebSocket path asked for without an upgrade.
+    if (endpointOf(path) !== undefined) return HttpServerResponse.empty({ status: 426 })
+    return HttpServerResponse.empty({ status: 404 })
+  })
+
+  const upgrade = (req: Http.IncomingMessage, socket: Stream.Duplex, head: Buffer) =>
+    Effect.callback<WebSocket | undefined>((resume) => {
+      // A refused handshake (bad key, version, method) never calls back: the socket closes instead.
+      const onClose = () => resume(Effect.succeed(undefined))
+      socket.once("close", onClose)
+      wss.handleUpgrade(req, socket, head, (ws) => {
+        socket.off("close", onClose)
+        resume(Effect.succeed(ws))
+      })
+    })
+
+  const handleUpgrade = (req: Http.IncomingMessage, socket: Stream.Duplex, head: Buffer) =>
+    Effect.gen(function*() {
+      const endpoint = endpointOf(pathOf(req.url))
+      if (endpoint === undefined) return rejectUpgrade(socket, 404)
+      if (lifecycle.isDraining()) {
+        yield* Metric.update(Metrics.connectionsRejected.draining, 1)
+        return rejectUpgrade(socket, 503)
+      }
+      if (!hasRequiredHeaders(endpoint, req.headers)) {
+        yield* Metric.update(Metrics.upgradeAttempts[endpoint].reject_headers, 1)
+        return rejectUpgrade(socket, 400)
+      }
+      const serverId = headerValue(req.headers, "x-pyrycode-server")!
+      const ws = yield* upgrade(req, socket, head)
+      if (ws === undefined) return
+      sockets.add(ws)
+      yield* Effect.scoped(Effect.gen(function*() {
+        const conn = yield* makeWsConnection(ws, { closeTimeout: config.closeTimeout, ledger })
+        if (endpoint === "server") {
+          yield* runBinary(conn, { serverId, version: headerValue(req.headers, "x-pyrycode-version")! })
+        } else {
+          yield* runPhone(conn, { serverId, deviceName: headerValue(req.headers, "x-pyrycode-device-name") })
+        }
+      })).pipe(Effect.ensuring(Effect.sync(() => sockets.delete(ws))))
+    })
+
+  const requests = Scope.forkUnsafe(yield* Effect.scope, "parallel")
+  const onRequest = yield* NodeHttpServer.makeHandler(app, { scope: requests })
+  const onUpgrade = (req: Http.IncomingMessage, socket: Stream.Duplex, head: Buffer) => {
+    socket.on("error", () => {})
+    runSession(handleUpgrade(req, socket, head))
+  }
+  server.on("request", onRequest)
+  server.on("upgrade", onUpgrade)
+
+  const drain = Effect.gen(function*() {
+    if (!(yield* lifecycle.startDraining)) return
+    yield* Log.info("shutdown started")
+    server.close()
+    server.closeIdleConnections()
+    yield* registry.closeAll(CloseCodes.ShuttingDown)
+    const finished = yield* Effect.timeoutOption(FiberSet.awaitEmpty(sessions), config.drainTimeout)
+    if (Option.isNone(finished)) {
+      yield* Log.warn("drain incomplete", { duration: `${sockets.size} connections left` })
+      for (const ws of sockets) ws.terminate()
+    }
+    yield* Log.info("shutdown complete")
+  })
+  yield* Effect.addFinalizer(() => drain)
+
+  const bound = server.address() as AddressInfo
+  return PublicServer.of({ address: { host: bound.address, port: bound.port } })
+})

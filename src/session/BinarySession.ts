@@ -1,0 +1,84 @@
+/**
+ * One binary's whole life after its upgrade (SPEC §1.2, §3): claim the server-id — first claim
+ * wins, a slot in grace is reclaimed, a live incumbent is probed and either kept (newcomer 4409)
+ * or taken over — then forward its envelopes until the socket is gone. The claim is a scoped
+ * resource whose release puts the slot into grace if this connection still holds it.
+ */
+import * as Effect from "effect/Effect"
+import * as Metric from "effect/Metric"
+import type { PeerConnection } from "../connection/PeerConnection.ts"
+import { RelayConfig } from "../config/RelayConfig.ts"
+import * as CloseCodes from "../domain/CloseCodes.ts"
+import { binaryConnId } from "../domain/ConnId.ts"
+import { forwardBinary } from "../forwarding/BinaryForwarder.ts"
+import { probe } from "../liveness/ConflictProbe.ts"
+import { heartbeat } from "../liveness/Heartbeat.ts"
+import { watchWrites } from "../liveness/WriteWatchdog.ts"
+import * as Log from "../observability/Log.ts"
+import * as Metrics from "../observability/Metrics.ts"
+import type { BinaryHandle } from "../registry/Handles.ts"
+import { Registry } from "../registry/Registry.ts"
+import { Lifecycle } from "./Lifecycle.ts"
+
+export interface BinaryInfo {
+  readonly serverId: string
+  readonly version: string
+}
+
+type ClaimOutcome = "holder" | "rejected" | "draining"
+
+/** Claims the slot, probing a live incumbent first (SPEC §3.2, §3.3). */
+const claimSlot = (binary: BinaryHandle) =>
+  Effect.gen(function*() {
+    const registry = yield* Registry
+    const config = yield* RelayConfig
+    const lifecycle = yield* Lifecycle
+    const claim = yield* registry.claim(binary)
+    if (claim._tag !== "Conflict") return "holder" satisfies ClaimOutcome
+    yield* Log.info("server id conflict", { server_id: binary.serverId, binary_conn_id: binary.connId })
+    const answer = yield* Effect.raceFirst(
+      Effect.map(probe(claim.incumbent.conn, config.probeTimeout), (alive): "alive" | "dead" => (alive ? "alive" : "dead")),
+      Effect.as(lifecycle.draining, "draining" as const)
+    )
+    if (answer === "draining") return "draining" satisfies ClaimOutcome
+    if (answer === "alive") return "rejected" satisfies ClaimOutcome
+    const won = yield* registry.takeover(binary, claim.incumbent)
+    return (won ? "holder" : "rejected") satisfies ClaimOutcome
+  })
+
+export const runBinary = (conn: PeerConnection, info: BinaryInfo) =>
+  Effect.scoped(Effect.gen(function*() {
+    const registry = yield* Registry
+    const config = yield* RelayConfig
+    const binary: BinaryHandle = {
+      connId: binaryConnId(info.serverId),
+      serverId: info.serverId,
+      version: info.version,
+      conn
+    }
+    const outcome = yield* claimSlot(binary)
+    if (outcome !== "holder") {
+      if (outcome === "rejected") {
+        yield* Metric.update(Metrics.upgradeAttempts.server.reject_409, 1)
+        yield* Metric.update(Metrics.registerFailures.server_in_use, 1)
+      }
+      // Shutdown during the probe: the newcomer is closed 1000 and nothing is counted (§3.3).
+      yield* conn.close(outcome === "rejected" ? CloseCodes.AlreadyClaimed : CloseCodes.Normal)
+      yield* conn.closed
+      return
+    }
+    yield* Metric.update(Metrics.upgradeAttempts.server.accept, 1)
+    yield* Effect.addFinalizer(() => registry.release(binary))
+
+    yield* Effect.forkScoped(heartbeat(conn, { interval: config.heartbeatInterval, timeout: config.heartbeatTimeout }))
+    yield* Effect.forkScoped(watchWrites(
+      conn,
+      config.writeTimeout,
+      Effect.andThen(
+        Log.warn("write stalled", { server_id: binary.serverId, binary_conn_id: binary.connId }),
+        conn.terminate
+      )
+    ))
+    yield* forwardBinary(binary, registry)
+    yield* conn.closed
+  }))

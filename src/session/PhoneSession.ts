@@ -1,0 +1,122 @@
+/**
+ * One phone's whole life after its upgrade (SPEC §1.3, §3.6, §4): register on the slot (or be
+ * rejected 4404/4429), then run the outbox writer, heartbeat and write deadline beside the phone
+ * forwarder until the socket is gone. The registration is a scoped resource whose release sends
+ * the close notice (when owed) and leaves the registry.
+ */
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Metric from "effect/Metric"
+import { Ledger } from "../connection/BufferLedger.ts"
+import type { PeerConnection } from "../connection/PeerConnection.ts"
+import { RelayConfig } from "../config/RelayConfig.ts"
+import * as CloseCodes from "../domain/CloseCodes.ts"
+import { closeNotice, envelopePrefix } from "../domain/Envelope.ts"
+import * as Outbox from "../forwarding/Outbox.ts"
+import { forwardPhone, type PhoneForwardError } from "../forwarding/PhoneForwarder.ts"
+import { heartbeat } from "../liveness/Heartbeat.ts"
+import { watchWrites } from "../liveness/WriteWatchdog.ts"
+import * as Log from "../observability/Log.ts"
+import * as Metrics from "../observability/Metrics.ts"
+import type { PhoneHandle } from "../registry/Handles.ts"
+import { Registry, type RegistryShape } from "../registry/Registry.ts"
+
+export interface PhoneInfo {
+  readonly serverId: string
+  readonly deviceName: string | undefined
+}
+
+/** The one place a phone-forwarder failure becomes a close code and a drop reason. */
+const failureOutcome = (error: PhoneForwardError): readonly [CloseCodes.CloseCode, Metrics.DropReason] => {
+  switch (error._tag) {
+    case "InvalidJson":
+      return [CloseCodes.Normal, "invalid_json"]
+    case "NoBinary":
+      return [CloseCodes.Normal, "no_binary"]
+    case "BinaryWriteFailed":
+      return [CloseCodes.BinaryBacklogFull, "binary_write_failed"]
+  }
+}
+
+/**
+ * Close notice (SPEC §2.4): only when the phone ended on its own (not by directive), and the
+ * very binary connection that served it still holds the slot live. Sent after the forwarder
+ * finished (so after the phone's last forwarded frame) and before the phone leaves the registry.
+ */
+const sendCloseNotice = (registry: RegistryShape, phone: PhoneHandle) =>
+  Effect.gen(function*() {
+    if (phone.closedByBinary || !registry.isLiveHolder(phone.servedBy)) return
+    if (registry.phoneFor(phone.serverId, phone.connId) !== phone) return
+    const closed = yield* phone.conn.closed
+    const code = closed.byRelay || closed.code === 1005 || closed.code === 1006
+      ? CloseCodes.NOTICE_WITHOUT_CODE
+      : closed.code
+    phone.servedBy.conn.send([closeNotice(phone.connId, code)])
+  })
+
+export const runPhone = (conn: PeerConnection, info: PhoneInfo) =>
+  Effect.scoped(Effect.gen(function*() {
+    const registry = yield* Registry
+    const config = yield* RelayConfig
+    const ledger = yield* Ledger
+    const outbox = Outbox.make({ conn, budget: config.phoneOutboxBytes, ledger })
+
+    const registered = yield* Effect.exit(registry.registerPhone(info.serverId, (connId, servedBy) => ({
+      connId,
+      serverId: info.serverId,
+      deviceName: info.deviceName,
+      servedBy,
+      conn,
+      outbox,
+      envelopePrefix: envelopePrefix(connId),
+      closedByBinary: false
+    })))
+    if (Exit.isFailure(registered)) {
+      const error = registered.cause.reasons.find((r) => r._tag === "Fail")?.error
+      const noServer = error?._tag === "NoServer"
+      yield* Metric.update(Metrics.upgradeAttempts.client[noServer ? "reject_404" : "reject_429"], 1)
+      yield* Metric.update(Metrics.registerFailures[noServer ? "no_server" : "phones_at_cap"], 1)
+      yield* Log.info("phone rejected", {
+        server_id: info.serverId,
+        reason: noServer ? "no server" : "at cap"
+      })
+      yield* conn.close(noServer ? CloseCodes.NoServer : CloseCodes.PhonesAtCap)
+      yield* conn.closed
+      return
+    }
+    const phone = registered.value
+    yield* Metric.update(Metrics.upgradeAttempts.client.accept, 1)
+    yield* Effect.addFinalizer(() =>
+      Effect.andThen(sendCloseNotice(registry, phone), registry.unregisterPhone(phone))
+    )
+
+    yield* Effect.forkScoped(outbox.run)
+    yield* Effect.forkScoped(heartbeat(conn, { interval: config.heartbeatInterval, timeout: config.heartbeatTimeout }))
+    yield* Effect.forkScoped(watchWrites(
+      conn,
+      config.writeTimeout,
+      Effect.gen(function*() {
+        const dropped = outbox.stop("phone_write_failed")
+        yield* Metric.update(Metrics.framesDropped.phone_write_failed, dropped)
+        yield* Log.warn("write stalled", { server_id: info.serverId, conn_id: phone.connId })
+        yield* conn.close(CloseCodes.PhoneWriteFailed)
+        yield* conn.terminate
+      })
+    ))
+
+    const forwarded = yield* Effect.exit(forwardPhone(phone, {
+      registry,
+      ledger,
+      binaryBudget: config.phoneOutboxBytes
+    }))
+    if (Exit.isFailure(forwarded)) {
+      const error = forwarded.cause.reasons.find((r) => r._tag === "Fail")?.error
+      if (error !== undefined) {
+        const [close, reason] = failureOutcome(error)
+        yield* Metric.update(Metrics.framesDropped[reason], error.frames)
+        outbox.stop("closing")
+        yield* conn.close(close)
+      }
+    }
+    yield* conn.closed
+  }))
