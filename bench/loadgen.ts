@@ -3,11 +3,13 @@
  * most W in flight; checks every echo (complete, in order, exactly once) and prints one JSON line.
  *
  *   node bench/loadgen.ts --url ws://127.0.0.1:PORT --servers K --phones P --frames N --bytes B \
- *     --window W [--processes C] [--timeout 120] [--stall 15] [--flush immediate|microtask|sync]
+ *     --window W [--processes C] [--warmup 500] [--timeout 120] [--stall 15]
+ *     [--flush immediate|microtask|sync] [--connect-concurrency 32]
  *
  * Exit 0 only when nothing was lost, reordered, duplicated or corrupted, no socket closed under
  * load, and nothing timed out. With --processes C > 1 the server-ids are split across C forked
- * children (started together once all are connected); latency percentiles come from all samples.
+ * children (started together once all are connected and warmed up); latency percentiles come from
+ * all samples. --warmup frames per phone go through the same checks first but are not measured.
  */
 import { fork } from "node:child_process"
 import { performance } from "node:perf_hooks"
@@ -22,6 +24,7 @@ const { values } = parseArgs({
     servers: { type: "string", default: "4" },
     phones: { type: "string", default: "4" },
     frames: { type: "string", default: "5000" },
+    warmup: { type: "string", default: "500" },
     bytes: { type: "string", default: "100" },
     window: { type: "string", default: "32" },
     processes: { type: "string", default: "1" },
@@ -51,6 +54,7 @@ const opts: WorkerOpts = {
   servers: int("servers", values.servers, 1),
   phones: int("phones", values.phones, 1),
   frames: int("frames", values.frames, 1),
+  warmup: int("warmup", values.warmup, 0),
   bytes: int("bytes", values.bytes, 1),
   window: int("window", values.window, 1),
   connectConcurrency: int("connect-concurrency", values["connect-concurrency"], 1)
@@ -72,7 +76,7 @@ interface Outcome extends WorkerResult {
 }
 
 /** Run the load on a connected worker until done, the deadline, or no progress for --stall. */
-const execute = (w: LoadWorker): Promise<boolean> =>
+const execute = (w: LoadWorker, frames: number): Promise<boolean> =>
   new Promise((resolve) => {
     let last = -1
     let lastChange = Date.now()
@@ -87,11 +91,23 @@ const execute = (w: LoadWorker): Promise<boolean> =>
         resolve(true)
       }
     }, 250)
-    void w.run().then(() => {
+    void w.run(frames).then(() => {
       clearInterval(timer)
       resolve(false)
     })
   })
+
+/** Unmeasured warm-up run; returns a failed outcome to report, or undefined when it went clean. */
+const warmUp = async (w: LoadWorker): Promise<Outcome | undefined> => {
+  if (opts.warmup === 0) return undefined
+  const timedOut = await execute(w, opts.warmup)
+  const r = w.result()
+  const bad = timedOut || r.lost + r.reordered + r.duplicated + r.corrupted + r.unexpectedCloses > 0
+  return bad ? { ...r, timedOut } : undefined
+}
+
+/** Give late duplicates a moment to show up before counting. */
+const settle = (): Promise<void> => new Promise((r) => setTimeout(r, 100))
 
 const withDeadline = <A>(p: Promise<A>, what: string): Promise<A> =>
   Promise.race([
@@ -138,8 +154,17 @@ const runLocal = async (): Promise<number> => {
   const t0 = performance.now()
   await withDeadline(w.connect(), "connect")
   const t1 = performance.now()
-  const timedOut = await execute(w)
-  const elapsed = performance.now() - t1
+  const failed = await warmUp(w)
+  if (failed !== undefined) {
+    process.stderr.write("loadgen: warm-up failed\n")
+    const code = report([failed], performance.now() - t1, t1 - t0)
+    await w.close()
+    return code
+  }
+  const t2 = performance.now()
+  const timedOut = await execute(w, opts.frames)
+  const elapsed = performance.now() - t2
+  await settle()
   const code = report([{ ...w.result(), timedOut }], elapsed, t1 - t0)
   await w.close()
   return code
@@ -166,12 +191,18 @@ const runChild = async (): Promise<number> => {
     await send({ type: "error", message: String(e) })
     return 1
   }
+  const failed = await warmUp(w)
+  if (failed !== undefined) {
+    await send({ type: "error", message: "warm-up failed" })
+    return 1
+  }
   await new Promise<void>((resolve) => {
     process.once("message", (m: ToChild) => m.type === "go" && resolve())
     void send({ type: "ready" })
   })
-  const timedOut = await execute(w)
+  const timedOut = await execute(w, opts.frames)
   await send({ type: "done" })
+  await settle()
   await send({ type: "result", outcome: { ...w.result(), timedOut } })
   await w.close()
   return 0
@@ -182,7 +213,7 @@ const runParent = async (): Promise<number> => {
   const t0 = performance.now()
   const base = Math.floor(opts.servers / processes)
   const extra = opts.servers % processes
-  const passthrough = ["--url", url, "--phones", `${opts.phones}`, "--frames", `${opts.frames}`, "--bytes", `${opts.bytes}`, "--window", `${opts.window}`, "--timeout", `${Math.ceil(timeoutMs / 1000)}`, "--stall", `${Math.ceil(stallMs / 1000)}`, "--flush", values.flush, "--connect-concurrency", `${opts.connectConcurrency}`]
+  const passthrough = ["--url", url, "--phones", `${opts.phones}`, "--frames", `${opts.frames}`, "--warmup", `${opts.warmup}`, "--bytes", `${opts.bytes}`, "--window", `${opts.window}`, "--timeout", `${Math.ceil(timeoutMs / 1000)}`, "--stall", `${Math.ceil(stallMs / 1000)}`, "--flush", values.flush, "--connect-concurrency", `${opts.connectConcurrency}`]
   const children = Array.from({ length: processes }, (_, i) =>
     fork(import.meta.filename, [...passthrough, "--servers", `${base + (i < extra ? 1 : 0)}`, "--child"], {
       serialization: "advanced",

@@ -1,0 +1,112 @@
+/**
+ * Runs the relay as a real process (`node src/main.ts <flags>`), as a user would, on a free
+ * loopback port. Tests talk to it only over sockets.
+ */
+import { type ChildProcess, spawn } from "node:child_process"
+import * as Net from "node:net"
+import * as Path from "node:path"
+
+const ROOT = Path.resolve(import.meta.dirname, "../..")
+const NODE = Path.join(ROOT, "node_modules/.bin/node")
+
+export const freePort = (): Promise<number> =>
+  new Promise((resolve, reject) => {
+    const server = Net.createServer()
+    server.once("error", reject)
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address() as Net.AddressInfo
+      server.close(() => resolve(port))
+    })
+  })
+
+export interface RelayProcess {
+  readonly port: number
+  readonly metricsPort: number
+  readonly url: string
+  readonly httpUrl: string
+  readonly metricsUrl: string
+  readonly child: ChildProcess
+  /** Every stderr line so far. */
+  readonly logs: Array<string>
+  /** Resolves with the exit code. */
+  readonly exited: Promise<number | null>
+  readonly stop: (signal?: NodeJS.Signals) => Promise<number | null>
+}
+
+export interface RunOptions {
+  readonly env?: Readonly<Record<string, string>>
+  readonly tls?: boolean
+}
+
+/** Runs `node src/main.ts` with these arguments; resolves when it exits. */
+export const runCli = (
+  args: ReadonlyArray<string>,
+  env: Readonly<Record<string, string>> = {}
+): Promise<{ code: number | null; stdout: string; stderr: string }> =>
+  new Promise((resolve) => {
+    const child = spawn(NODE, ["src/main.ts", ...args], { cwd: ROOT, env: { ...cleanEnv(), ...env } })
+    let stdout = ""
+    let stderr = ""
+    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()))
+    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()))
+    child.on("exit", (code) => resolve({ code, stdout, stderr }))
+  })
+
+/** The environment without any PYRYCODE_RELAY_* variable of the machine running the tests. */
+const cleanEnv = (): Record<string, string> => {
+  const env: Record<string, string> = {}
+  for (const [key, value] of Object.entries(process.env)) {
+    if (value !== undefined && !key.startsWith("PYRYCODE_RELAY_")) env[key] = value
+  }
+  return env
+}
+
+export const startRelay = async (flags: ReadonlyArray<string> = [], options: RunOptions = {}): Promise<RelayProcess> => {
+  const port = await freePort()
+  const metricsPort = await freePort()
+  const child = spawn(
+    NODE,
+    ["src/main.ts", "--listen", `127.0.0.1:${port}`, "--metrics-listen", `127.0.0.1:${metricsPort}`, ...flags],
+    { cwd: ROOT, env: { ...cleanEnv(), ...options.env }, stdio: ["ignore", "pipe", "pipe"] }
+  )
+  const logs: Array<string> = []
+  let partial = ""
+  child.stderr!.on("data", (d: Buffer) => {
+    const parts = (partial + d.toString()).split("\n")
+    partial = parts.pop() ?? ""
+    logs.push(...parts)
+  })
+  child.stdout!.resume()
+  const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)))
+  const started = await Promise.race([
+    (async () => {
+      for (let i = 0; i < 200; i++) {
+        if (logs.some((l) => l.includes("relay started"))) return true
+        await new Promise((r) => setTimeout(r, 25))
+      }
+      return false
+    })(),
+    exited.then(() => false)
+  ])
+  if (!started) {
+    child.kill("SIGKILL")
+    throw new Error(`relay did not start:\n${logs.join("\n")}`)
+  }
+  const scheme = options.tls ? "wss" : "ws"
+  const httpScheme = options.tls ? "https" : "http"
+  return {
+    port,
+    metricsPort,
+    url: `${scheme}://127.0.0.1:${port}`,
+    httpUrl: `${httpScheme}://127.0.0.1:${port}`,
+    metricsUrl: `http://127.0.0.1:${metricsPort}/metrics`,
+    child,
+    logs,
+    exited,
+    stop: (signal: NodeJS.Signals = "SIGTERM") => {
+      if (child.exitCode !== null) return exited
+      child.kill(signal)
+      return exited
+    }
+  }
+}
