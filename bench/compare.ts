@@ -13,7 +13,7 @@
  */
 import * as path from "node:path"
 import { parseArgs } from "node:util"
-import { freePort, REPO_ROOT, runNodeScript, splitCommand, startServer, stopServer } from "./lib/proc.ts"
+import { cpuMs, freePort, REPO_ROOT, runNodeScript, splitCommand, startServer, stopServer } from "./lib/proc.ts"
 import { median, round } from "./lib/stats.ts"
 
 const DEFAULT_RELAY =
@@ -27,6 +27,7 @@ const { values } = parseArgs({
     servers: { type: "string", default: "4" },
     phones: { type: "string", default: "4" },
     frames: { type: "string", default: "20000" },
+    warmup: { type: "string", default: "500" },
     bytes: { type: "string", default: "100" },
     window: { type: "string", default: "32" },
     processes: { type: "string", default: "1" },
@@ -52,6 +53,7 @@ const loadArgs = (port: number): Array<string> => [
   "--servers", values.servers,
   "--phones", values.phones,
   "--frames", values.frames,
+  "--warmup", values.warmup,
   "--bytes", values.bytes,
   "--window", values.window,
   "--processes", values.processes,
@@ -79,6 +81,8 @@ interface Run {
   readonly ok: boolean
   readonly load: Json | undefined
   readonly setup: Json | undefined
+  /** Server CPU time during the loadgen run (connect + warm-up + measured), µs per round trip. */
+  readonly cpuUsPerRoundTrip: number
 }
 
 const lastJsonLine = (out: string): Json | undefined => {
@@ -101,11 +105,13 @@ const runOnce = async (side: Side, roundNo: number): Promise<Run> => {
     server = await startServer(argv, port, logFile)
   } catch (e) {
     process.stderr.write(`compare: ${side} round ${roundNo}: ${e instanceof Error ? e.message : String(e)}\n`)
-    return { side, round: roundNo, ok: false, load: undefined, setup: undefined }
+    return { side, round: roundNo, ok: false, load: undefined, setup: undefined, cpuUsPerRoundTrip: Number.NaN }
   }
   const limitMs = (Number(values.timeout) + 30) * 1000
   try {
+    const cpu0 = cpuMs(server.child.pid)
     const load = await runNodeScript("bench/loadgen.ts", loadArgs(port), limitMs)
+    const cpu1 = cpuMs(server.child.pid)
     if (load.stderr.trim() !== "") process.stderr.write(load.stderr)
     let ok = load.code === 0
     let setup: Json | undefined
@@ -115,7 +121,9 @@ const runOnce = async (side: Side, roundNo: number): Promise<Run> => {
       setup = lastJsonLine(s.stdout)
       ok &&= s.code === 0
     }
-    return { side, round: roundNo, ok, load: lastJsonLine(load.stdout), setup }
+    const trips = (Number(values.frames) + Number(values.warmup)) * Number(values.servers) * Number(values.phones)
+    const cpuUsPerRoundTrip = round(((cpu1 - cpu0) * 1000) / trips, 2)
+    return { side, round: roundNo, ok, load: lastJsonLine(load.stdout), setup, cpuUsPerRoundTrip }
   } finally {
     await stopServer(server)
   }
@@ -132,7 +140,7 @@ const main = async (): Promise<number> => {
     for (const side of ["relay", "baseline"] as const) {
       const run = await runOnce(side, r)
       runs.push(run)
-      const line = { side, round: r, ok: run.ok, ...run.load, ...(run.setup ? { setup: run.setup } : {}) }
+      const line = { side, round: r, ok: run.ok, cpuUsPerRoundTrip: run.cpuUsPerRoundTrip, ...run.load, ...(run.setup ? { setup: run.setup } : {}) }
       process.stdout.write(`${JSON.stringify(line)}\n`)
     }
   }
@@ -142,6 +150,7 @@ const main = async (): Promise<number> => {
     roundTripsPerSec: (r) => num(r.load, "roundTripsPerSec"),
     p50Ms: (r) => num(r.load, "p50Ms"),
     p99Ms: (r) => num(r.load, "p99Ms"),
+    cpuUsPerRoundTrip: (r) => r.cpuUsPerRoundTrip,
     ...(values.setup ? { upgradesPerSec: (r: Run) => num(r.setup, "upgradesPerSec") } : {})
   }
   const summary: Record<string, Record<string, number>> = {}

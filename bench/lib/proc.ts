@@ -131,3 +131,18 @@ export const runNodeScript = (script: string, args: ReadonlyArray<string>, timeo
       resolve({ code: code ?? 1, stdout, stderr })
     })
   })
+
+/**
+ * CPU time (user + system, all threads) a process has used so far, in ms, from /proc (Linux only;
+ * NaN elsewhere). Assumes the usual 100 clock ticks per second.
+ */
+export const cpuMs = (pid: number | undefined): number => {
+  if (pid === undefined) return Number.NaN
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8")
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
+    return (Number(fields[11]) + Number(fields[12])) * 10
+  } catch {
+    return Number.NaN
+  }
+}
