@@ -15,11 +15,19 @@ import { PublicServer } from "./http/PublicServer.ts"
 import * as Log from "./observability/Log.ts"
 import * as Metrics from "./observability/Metrics.ts"
 import { BeforeScrape, PrometheusExport } from "./observability/PrometheusExport.ts"
+import { ConnectionCaps } from "./limits/ConnectionCaps.ts"
+import { RateLimiter } from "./limits/RateLimiter.ts"
 import { Registry } from "./registry/Registry.ts"
 import { Lifecycle } from "./session/Lifecycle.ts"
 
-/** The routing core: one registry, one relay-wide buffer ledger, one lifecycle. */
-export const RelayCore = Layer.mergeAll(Registry.layer, Ledger.layer, Lifecycle.layer)
+/** The routing core: one registry, one relay-wide buffer ledger, one lifecycle, the limits. */
+export const RelayCore = Layer.mergeAll(
+  Registry.layer,
+  Ledger.layer,
+  Lifecycle.layer,
+  RateLimiter.layer,
+  ConnectionCaps.layer
+)
 
 /** `buffered_bytes` is read from the ledger at scrape time: always current, free on the hot path. */
 const refreshGauges = Layer.effect(

@@ -44,6 +44,8 @@ export interface PeerConnection {
   readonly terminate: Effect.Effect<void>
   /** Resolves when the socket is fully gone. */
   readonly closed: Effect.Effect<CloseInfo>
+  /** Clock time (ms) the message being received started, or `undefined` between messages. */
+  readonly messageStartedAt: () => number | undefined
   /** Whether the socket is still open for writing. */
   readonly isOpen: () => boolean
 }

@@ -36,6 +36,11 @@ import { Registry } from "../registry/Registry.ts"
 import { runBinary } from "../session/BinarySession.ts"
 import { Lifecycle } from "../session/Lifecycle.ts"
 import { runPhone } from "../session/PhoneSession.ts"
+import { clientIp } from "../limits/ClientIp.ts"
+import { ConnectionCaps } from "../limits/ConnectionCaps.ts"
+import { RateLimiter } from "../limits/RateLimiter.ts"
+import { watchMessages } from "../liveness/MessageDeadline.ts"
+import type { Endpoint } from "../observability/Metrics.ts"
 import { endpointOf, hasRequiredHeaders, headerValue, pathOf } from "./UpgradeGate.ts"
 import { bindPublic, closeServer, ListenError } from "./Listener.ts"
 import { rejectUpgrade } from "./RejectUpgrade.ts"
@@ -44,7 +49,11 @@ export class PublicServer extends Context.Service<PublicServer, {
   /** The bound address (the real port when configured with port 0). */
   readonly address: ListenAddress
 }>()("pyrycode-relay/PublicServer") {
-  static readonly layer: Layer.Layer<PublicServer, ListenError, RelayConfig | Registry | Ledger | Lifecycle> = Layer
+  static readonly layer: Layer.Layer<
+    PublicServer,
+    ListenError,
+    RelayConfig | Registry | Ledger | Lifecycle | RateLimiter | ConnectionCaps
+  > = Layer
     .effect(PublicServer, Effect.suspend(() => make))
 }
 
@@ -55,6 +64,8 @@ const make = Effect.gen(function*() {
   const registry = yield* Registry
   const ledger = yield* Ledger
   const lifecycle = yield* Lifecycle
+  const limiter = yield* RateLimiter
+  const caps = yield* ConnectionCaps
   const startedAt = yield* Clock.currentTimeMillis
 
   const server = yield* Effect.acquireRelease(bindPublic(config), closeServer)
@@ -116,6 +127,26 @@ const make = Effect.gen(function*() {
         yield* Metric.update(Metrics.connectionsRejected.draining, 1)
         return rejectUpgrade(socket, 503)
       }
+      // SPEC §1.2 order: rate limit, then the caps, then the headers.
+      const ip = clientIp(req.socket.remoteAddress, req.headers["x-forwarded-for"], config.trustXForwardedFor)
+      if (!(yield* limiter.take(ip))) {
+        yield* Metric.update(Metrics.upgradeAttempts[endpoint].reject_rate_limit, 1)
+        yield* Metric.update(Metrics.registerFailures.ratelimit, 1)
+        yield* Log.warn("rate limited", ip === undefined ? {} : { remote: ip })
+        return rejectUpgrade(socket, 429)
+      }
+      const admission = caps.tryAcquire(ip)
+      if (admission._tag === "Rejected") {
+        yield* Metric.update(Metrics.connectionsRejected[admission.reason], 1)
+        yield* Log.warn("connection cap reached", { reason: admission.reason, ...(ip === undefined ? {} : { remote: ip }) })
+        return rejectUpgrade(socket, 503)
+      }
+      // The cap slot is held for the handler's whole life, rejects and probe included (§7.2).
+      return yield* Effect.ensuring(admitted(endpoint, req, socket, head), Effect.sync(admission.release))
+    })
+
+  const admitted = (endpoint: Endpoint, req: Http.IncomingMessage, socket: Stream.Duplex, head: Buffer) =>
+    Effect.gen(function*() {
       if (!hasRequiredHeaders(endpoint, req.headers)) {
         yield* Metric.update(Metrics.upgradeAttempts[endpoint].reject_headers, 1)
         return rejectUpgrade(socket, 400)
@@ -126,6 +157,7 @@ const make = Effect.gen(function*() {
       sockets.add(ws)
       yield* Effect.scoped(Effect.gen(function*() {
         const conn = yield* makeWsConnection(ws, { closeTimeout: config.closeTimeout, ledger })
+        yield* Effect.forkScoped(watchMessages(conn, config.messageTimeout))
         if (endpoint === "server") {
           yield* runBinary(conn, { serverId, version: headerValue(req.headers, "x-pyrycode-version")! })
         } else {

@@ -30,11 +30,6 @@ const READ_LOW_WATER = 256 * 1024
 const CORK_RUN_BYTES = 64 * 1024
 const SEND_OPTIONS = { binary: false, compress: false, fin: true } as const
 
-/** What the message-deadline watchdog reads: whether a started message is still incomplete. */
-export interface WsConnection extends PeerConnection {
-  readonly messageInProgress: () => boolean
-}
-
 interface ReceiverState {
   readonly _state: number
   readonly _fragmented: number
@@ -44,7 +39,7 @@ interface ReceiverState {
 export const makeWsConnection = (
   ws: WebSocket,
   options: { readonly closeTimeout: Duration.Duration; readonly ledger: BufferLedger }
-): Effect.Effect<WsConnection, never, Scope.Scope> =>
+): Effect.Effect<PeerConnection, never, Scope.Scope> =>
   Effect.gen(function*() {
     const scope = yield* Effect.scope
     const clock = yield* Clock.Clock
@@ -69,6 +64,16 @@ export const makeWsConnection = (
       waiters.clear()
       for (const w of all) w(ok)
     }
+
+    // A started message (first fragment or partial frame read) must complete in time (§1.4).
+    // ws parses each chunk in its own `data` listener, which runs before this one.
+    let messageStartedAt: number | undefined
+    const messageInProgress = () =>
+      receiver._fragmented !== 0 || receiver._state !== 0 || receiver._bufferedBytes > 0
+    socket.on("data", () => {
+      if (!messageInProgress()) messageStartedAt = undefined
+      else messageStartedAt ??= clock.currentTimeMillisUnsafe()
+    })
 
     ws.on("message", (data: Buffer, isBinary: boolean) => {
       // A binary-opcode message that is not UTF-8 becomes "" (invalid JSON): never altered bytes.
@@ -179,6 +184,6 @@ export const makeWsConnection = (
       terminate,
       closed: Deferred.await(closedSignal),
       isOpen: () => !gone && ws.readyState === WebSocket.OPEN,
-      messageInProgress: () => receiver._fragmented !== 0 || receiver._state !== 0 || receiver._bufferedBytes > 0
-    } satisfies WsConnection
+      messageStartedAt: () => messageStartedAt
+    } satisfies PeerConnection
   })

@@ -150,6 +150,7 @@ export const makeFakeConnection = (options: {
         end({ code: 1006, byRelay: closedWith !== undefined })
       }),
       closed: Deferred.await(closedSignal),
+      messageStartedAt: () => undefined,
       isOpen: () => !gone
     }
     return fake

@@ -64,9 +64,19 @@ const cleanEnv = (): Record<string, string> => {
 export const startRelay = async (flags: ReadonlyArray<string> = [], options: RunOptions = {}): Promise<RelayProcess> => {
   const port = await freePort()
   const metricsPort = await freePort()
+  // Every test client dials from 127.0.0.1: tests that are not about the rate limit turn it off.
+  const rateLimit = flags.includes("--rate-limit-burst") ? [] : ["--rate-limit-burst", "0"]
   const child = spawn(
     NODE,
-    ["src/main.ts", "--listen", `127.0.0.1:${port}`, "--metrics-listen", `127.0.0.1:${metricsPort}`, ...flags],
+    [
+      "src/main.ts",
+      "--listen",
+      `127.0.0.1:${port}`,
+      "--metrics-listen",
+      `127.0.0.1:${metricsPort}`,
+      ...rateLimit,
+      ...flags
+    ],
     { cwd: ROOT, env: { ...cleanEnv(), ...options.env }, stdio: ["ignore", "pipe", "pipe"] }
   )
   const logs: Array<string> = []
