@@ -18,6 +18,8 @@ export interface Peer {
 export interface DialOptions {
   readonly headers?: Record<string, string>
   readonly ca?: Buffer
+  /** Extra `ws` client options, e.g. `{ autoPong: false }` for a peer that never answers pings. */
+  readonly wsOptions?: WebSocket.ClientOptions
 }
 
 const wrap = (ws: WebSocket): Peer => {
@@ -51,9 +53,9 @@ const wrap = (ws: WebSocket): Peer => {
   return { ws, messages, binaryFlags, closed, waitFor, send: (text) => ws.send(text) }
 }
 
-const open = (url: string, headers: Record<string, string>, ca?: Buffer): Promise<Peer> =>
+const open = (url: string, headers: Record<string, string>, options: DialOptions): Promise<Peer> =>
   new Promise((resolve, reject) => {
-    const ws = new WebSocket(url, { headers, ...(ca ? { ca } : {}) })
+    const ws = new WebSocket(url, { ...options.wsOptions, headers, ...(options.ca ? { ca: options.ca } : {}) })
     const peer = wrap(ws)
     ws.once("open", () => resolve(peer))
     ws.once("unexpected-response", (_req, res) => reject(new Error(`HTTP ${res.statusCode}`)))
@@ -66,7 +68,7 @@ export const dialBinary = (base: string, serverId: string, options: DialOptions 
     "X-Pyrycode-Version": "test-1.0",
     "User-Agent": "pyry-test",
     ...options.headers
-  }, options.ca)
+  }, options)
 
 export const dialPhone = (base: string, serverId: string, options: DialOptions = {}): Promise<Peer> =>
   open(`${base}/v1/client`, {
@@ -74,7 +76,7 @@ export const dialPhone = (base: string, serverId: string, options: DialOptions =
     "X-Pyrycode-Token": "test-token",
     "User-Agent": "pyrycode-android-test",
     ...options.headers
-  }, options.ca)
+  }, options)
 
 /** The HTTP status a refused upgrade got. */
 export const upgradeStatus = (url: string, headers: Record<string, string>): Promise<number> =>
