@@ -43,6 +43,7 @@ import { watchMessages } from "../liveness/MessageDeadline.ts"
 import type { Endpoint } from "../observability/Metrics.ts"
 import { endpointOf, hasRequiredHeaders, headerValue, pathOf } from "./UpgradeGate.ts"
 import { bindPublic, closeServer, ListenError } from "./Listener.ts"
+import { AppRoutes } from "./AppRoutes.ts"
 import { rejectUpgrade } from "./RejectUpgrade.ts"
 
 export class PublicServer extends Context.Service<PublicServer, {
@@ -66,6 +67,7 @@ const make = Effect.gen(function*() {
   const lifecycle = yield* Lifecycle
   const limiter = yield* RateLimiter
   const caps = yield* ConnectionCaps
+  const appRoutes = yield* AppRoutes
   const startedAt = yield* Clock.currentTimeMillis
 
   const server = yield* Effect.acquireRelease(bindPublic(config), closeServer)
@@ -105,7 +107,7 @@ const make = Effect.gen(function*() {
     }
     // A WebSocket path asked for without an upgrade.
     if (endpointOf(path) !== undefined) return HttpServerResponse.empty({ status: 426 })
-    return HttpServerResponse.empty({ status: 404 })
+    return yield* appRoutes
   })
 
   const upgrade = (req: Http.IncomingMessage, socket: Stream.Duplex, head: Buffer) =>

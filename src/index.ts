@@ -1,0 +1,23 @@
+/**
+ * The relay as a library (SPEC §12). Compose `Relay.layer` into a larger Effect app with a
+ * `RelayConfig` (from values, or from flags/env); mount your own routes next to the relay's with
+ * `AppRoutes`; use the `Registry` and the metric definitions on their own.
+ */
+export { RelayConfig, defaults as relayConfigDefaults } from "./config/RelayConfig.ts"
+export type { ListenAddress, LogFormat, LogLevelName, RelayConfigShape } from "./config/RelayConfig.ts"
+export { relayConfigLayer } from "./config/RelayConfigLayer.ts"
+export { BootRefusal, loadRelayConfig, usage } from "./config/Cli.ts"
+export { version } from "./config/Version.ts"
+export * as Relay from "./Relay.ts"
+export { AppRoutes } from "./http/AppRoutes.ts"
+export type { AppHandler } from "./http/AppRoutes.ts"
+export { PublicServer } from "./http/PublicServer.ts"
+export { MetricsServer } from "./http/MetricsServer.ts"
+export { makeRegistry, Registry } from "./registry/Registry.ts"
+export type { ClaimResult, Counts, RegistryShape } from "./registry/Registry.ts"
+export type { BinaryHandle, PhoneHandle } from "./registry/Handles.ts"
+export type { CloseInfo, PeerConnection } from "./connection/PeerConnection.ts"
+export * as Metrics from "./observability/Metrics.ts"
+export { PrometheusExport } from "./observability/PrometheusExport.ts"
+export * as RelayLogger from "./observability/RelayLogger.ts"
+export { Lifecycle } from "./session/Lifecycle.ts"
