@@ -103,7 +103,7 @@ export const make = (options: {
   }
 
   /** The next batch: everything queued, in FIFO order; `undefined` once the outbox ended. */
-  const take: Effect.Effect<ReadonlyArray<Item> | undefined> = Effect.suspend(() => {
+  const take: Effect.Effect<Array<Item> | undefined> = Effect.suspend(() => {
     if (ended) return Effect.succeed(undefined)
     if (queue.length > 0) {
       const batch = queue
@@ -118,7 +118,8 @@ export const make = (options: {
     }), () => take)
   })
 
-  const writeBatch = (items: ReadonlyArray<Item>) =>
+  /** Writes one batch (the batch array is emptied: it is the outbox's own, taken whole). */
+  const writeBatch = (items: Array<Item>) =>
     Effect.gen(function*() {
       const texts: Array<string> = []
       let cost = 0
@@ -132,12 +133,18 @@ export const make = (options: {
         cost += item.cost
         if (item.closeCode !== 0) directive = item.closeCode
       }
+      items.length = 0
       // Handed to the socket: from here its unflushed bytes are counted by the connection.
       queuedCost -= cost
       ledger.bytes -= cost
-      inFlightFrames = texts.length
-      if (texts.length > 0) {
-        if (!conn.send(texts)) {
+      const frames = texts.length
+      inFlightFrames = frames
+      if (frames > 0) {
+        const accepted = conn.send(texts)
+        // The socket now holds the encoded frames: drop our copies before waiting on the flush,
+        // so a stalled phone costs its in-flight bytes once, not twice.
+        texts.length = 0
+        if (!accepted) {
           used -= cost
           return yield* new PhoneWriteFailed()
         }
@@ -145,7 +152,7 @@ export const make = (options: {
         used -= cost
         if (flushed._tag === "Failure") return yield* new PhoneWriteFailed()
         inFlightFrames = 0
-        yield* Metric.update(Metrics.framesForwardedBinaryToPhone, texts.length)
+        yield* Metric.update(Metrics.framesForwardedBinaryToPhone, frames)
         yield* Metric.update(Metrics.bytesForwardedBinaryToPhone, bytes)
       } else {
         used -= cost
@@ -155,9 +162,9 @@ export const make = (options: {
 
   const loop: Effect.Effect<void, PhoneWriteFailed> = Effect.gen(function*() {
     for (;;) {
-      const items = yield* take
-      if (items === undefined) return
-      const directive = yield* writeBatch(items)
+      const batch = yield* take
+      if (batch === undefined) return
+      const directive = yield* writeBatch(batch)
       if (directive !== 0) {
         stop("closing")
         return yield* conn.close({ code: directive, reason: "" })
