@@ -2,14 +2,19 @@
  * A/B benchmark: the relay under test vs bench/baseline.ts, alternating (A B A B …), a fresh server
  * process on a free port for every run, the same loadgen arguments for both.
  *
- *   node bench/compare.ts [--rounds 3] [--servers 4 --phones 4 --frames 20000 --bytes 100
- *     --window 32 --processes 1] [--setup --setup-servers 64 --setup-phones 8]
- *     [--relay-cmd "…"] [--baseline-cmd "…"]
+ *   node bench/compare.ts [--rounds 3] [--servers 4 --phones 4 --frames 20000 --warmup 500
+ *     --bytes 100 --window 32 --processes 1 --flush immediate] [--setup --setup-servers 64
+ *     --setup-phones 8] [--relay-cmd "…"] [--baseline-cmd "…"]
  *
  * Commands may use {port} and {metricsPort}; without {port}, `--listen 127.0.0.1:{port}` is
- * appended. Server output goes to bench/out/<side>-<round>.log. Prints one JSON line per run, then
- * the medians and the relay/baseline ratios (and a final summary JSON line). Exit 1 if any run
- * failed its checks.
+ * appended. The default relay command turns the per-IP rate limit and per-IP cap off (every bench
+ * connection comes from 127.0.0.1). Server output goes to bench/out/<side>-<round>.log.
+ *
+ * Prints one JSON line per run, then a table of medians with the relay/baseline ratios, then a
+ * summary JSON line. Besides wall-clock round trips/s and latency it reports the server's CPU time
+ * per round trip (from /proc, whole loadgen run incl. connect and warm-up): far less sensitive to
+ * other load on the machine than throughput. The server must be the spawned process itself (not a
+ * wrapper such as npm) for that number to mean anything. Exit 1 if any run failed its checks.
  */
 import * as path from "node:path"
 import { parseArgs } from "node:util"

@@ -13,7 +13,7 @@ import { randomBytes } from "node:crypto"
 import { performance } from "node:perf_hooks"
 import { parseArgs } from "node:util"
 import type { WebSocket } from "ws"
-import { binaryHeaders, openSocket, phoneHeaders, pool } from "./lib/loadworker.ts"
+import { binaryHeaders, openSocket, phoneHeaders, pool } from "./lib/dial.ts"
 import { mergeSorted, percentile, round } from "./lib/stats.ts"
 
 const { values } = parseArgs({

@@ -60,9 +60,9 @@ const skipValue = (s: string, i: number): number => {
   return j
 }
 
-/** Raw text of member `key` of the top-level object in `s`, or undefined when absent. */
-export const rawMember = (s: string, key: string): string | undefined => {
-  let found: string | undefined
+/** [start, end) of the raw text of member `key` of the top-level object in `s`, or undefined. */
+export const memberSpan = (s: string, key: string): [number, number] | undefined => {
+  let found: [number, number] | undefined
   let i = skipWs(s, 0)
   if (s.charCodeAt(i) !== 0x7b) return undefined
   i = skipWs(s, i + 1)
@@ -75,10 +75,16 @@ export const rawMember = (s: string, key: string): string | undefined => {
     i = skipWs(s, i + 1) // past ':'
     const vs = i
     i = skipValue(s, i)
-    if (k === key) found = s.slice(vs, i)
+    if (k === key) found = [vs, i]
     i = skipWs(s, i)
     if (s.charCodeAt(i) !== 0x2c) break
     i = skipWs(s, i + 1)
   }
   return found
+}
+
+/** Raw text of member `key` of the top-level object in `s`, or undefined when absent. */
+export const rawMember = (s: string, key: string): string | undefined => {
+  const span = memberSpan(s, key)
+  return span === undefined ? undefined : s.slice(span[0], span[1])
 }

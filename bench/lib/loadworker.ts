@@ -6,6 +6,7 @@ import { randomBytes } from "node:crypto"
 import { performance } from "node:perf_hooks"
 import { WebSocket } from "ws"
 import { Outbox } from "./batch.ts"
+import { binaryHeaders, openSocket, phoneHeaders, pool } from "./dial.ts"
 
 export interface WorkerOpts {
   readonly url: string
@@ -30,42 +31,6 @@ export interface WorkerResult {
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
-
-/** Run `fn` over `items` with at most `limit` in flight. */
-export const pool = async <A>(items: ReadonlyArray<A>, limit: number, fn: (a: A) => Promise<void>): Promise<void> => {
-  let next = 0
-  const lane = async (): Promise<void> => {
-    while (next < items.length) {
-      const item = items[next++] as A
-      await fn(item)
-    }
-  }
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, lane))
-}
-
-/** Open a socket; resolves once the upgrade completed, rejects on failure or after 10 s. */
-export const openSocket = (url: string, headers: Record<string, string>): Promise<WebSocket> =>
-  new Promise((resolve, reject) => {
-    const ws = new WebSocket(url, { headers, perMessageDeflate: false, skipUTF8Validation: true, handshakeTimeout: 10_000 })
-    ws.once("open", () => {
-      ws.removeAllListeners("error")
-      ws.on("error", () => {})
-      resolve(ws)
-    })
-    ws.once("error", (e) => reject(e))
-  })
-
-export const binaryHeaders = (serverId: string): Record<string, string> => ({
-  "X-Pyrycode-Server": serverId,
-  "X-Pyrycode-Version": "bench",
-  "User-Agent": "bench"
-})
-
-export const phoneHeaders = (serverId: string): Record<string, string> => ({
-  "X-Pyrycode-Server": serverId,
-  "X-Pyrycode-Token": "bench-token",
-  "User-Agent": "bench"
-})
 
 /** Binary that echoes every envelope carrying a frame verbatim (`{"conn_id":X,"frame":F}` back). */
 const startEchoBinary = (ws: WebSocket): Outbox => {
@@ -218,31 +183,40 @@ export class LoadWorker {
     })
   }
 
+  /**
+   * Dial a phone and prove it is routed: its hello must come back through the binary. A close
+   * before the echo (e.g. 4404 while the relay is still registering the binary) is retried a few
+   * times; a hello that is not echoed within 5 s is an error.
+   */
   private async helloPhone(id: string, i: number): Promise<WebSocket> {
     const hello = `{"hello":${i}}`
-    for (let attempt = 1; attempt <= 50; attempt++) {
+    let lastClose = 0
+    for (let attempt = 1; attempt <= 10; attempt++) {
       const ws = await openSocket(`${this.o.url}/v1/client`, phoneHeaders(id))
-      const ok = await new Promise<boolean>((resolve) => {
-        const timer = setTimeout(() => resolve(false), 5000)
+      const outcome = await new Promise<"ok" | "closed" | "timeout" | "wrong">((resolve) => {
+        const timer = setTimeout(() => resolve("timeout"), 5000)
         ws.once("message", (d: Buffer) => {
           clearTimeout(timer)
-          resolve(d.toString() === hello)
+          resolve(d.toString() === hello ? "ok" : "wrong")
         })
-        ws.once("close", () => {
+        ws.once("close", (code: number) => {
           clearTimeout(timer)
-          resolve(false)
+          lastClose = code
+          resolve("closed")
         })
         ws.send(hello)
       })
-      if (ok) {
+      if (outcome === "ok") {
         ws.removeAllListeners("message")
         ws.removeAllListeners("close")
         return ws
       }
       ws.terminate()
+      if (outcome === "timeout") throw new Error(`phone hello for ${id} not echoed within 5 s`)
+      if (outcome === "wrong") throw new Error(`phone for ${id} received something other than its hello`)
       await sleep(20 * attempt)
     }
-    throw new Error(`phone for ${id} could not register`)
+    throw new Error(`phone for ${id} could not register (last close code ${lastClose})`)
   }
 
   /** Run `frames` per phone; resolves when every phone has all its echoes (or lost its socket). */

@@ -1,6 +1,6 @@
 /**
  * The outbox of one phone (SPEC §4.3): a bounded FIFO of frames waiting to be written, with one
- * writer fiber. Enqueue never blocks. Each item costs `frame length + 64` against the phone's
+ * writer fiber. Enqueue never blocks. Each item costs `frame bytes (UTF-8) + 64` against the phone's
  * budget and the relay-wide ledger; the batch being written still counts until it is flushed.
  *
  * State ownership: `queue`, `used` and `state` belong to this outbox; `offer` and `stop` are
@@ -83,7 +83,7 @@ export const make = (options: {
 
   const offer = (frame: string | undefined, closeCode: number): OfferResult => {
     if (refusing !== undefined) return { _tag: "Refused", reason: refusing }
-    const cost = (frame === undefined ? 0 : frame.length) + ITEM_OVERHEAD
+    const cost = (frame === undefined ? 0 : Buffer.byteLength(frame)) + ITEM_OVERHEAD
     if (used + cost > budget || !fits(ledger, cost)) {
       const dropped = stop("backlog_full") + 1
       return {
@@ -128,7 +128,7 @@ export const make = (options: {
       for (const item of items) {
         if (item.frame !== undefined) {
           texts.push(item.frame)
-          bytes += item.frame.length
+          bytes += item.cost - ITEM_OVERHEAD
         }
         cost += item.cost
         if (item.closeCode !== 0) directive = item.closeCode

@@ -40,7 +40,7 @@ const writeToBinary = (
     const binary = deps.registry.binaryFor(phone.serverId)
     if (binary === undefined) return Effect.fail(new NoBinary({ frames: envelopes.length }))
     let bytes = 0
-    for (const envelope of envelopes) bytes += envelope.length
+    for (const envelope of envelopes) bytes += Buffer.byteLength(envelope)
     if (
       binary.conn.pendingBytes() + bytes > deps.binaryBudget ||
       !fits(deps.ledger, bytes) ||

@@ -60,6 +60,21 @@ export class PublicServer extends Context.Service<PublicServer, {
 
 const JSON_CONTENT = "application/json; charset=utf-8"
 
+/** The status for a request head Node could not take: too slow (slowloris), too big, or garbage. */
+const clientErrorStatus = (code: string | undefined): number | undefined => {
+  switch (code) {
+    case "ERR_HTTP_REQUEST_TIMEOUT":
+      return 408
+    case "HPE_HEADER_OVERFLOW":
+      return 431
+    case "ECONNRESET":
+    case "EPIPE":
+      return undefined
+    default:
+      return 400
+  }
+}
+
 const make = Effect.gen(function*() {
   const config = yield* RelayConfig
   const registry = yield* Registry
@@ -176,6 +191,13 @@ const make = Effect.gen(function*() {
   }
   server.on("request", onRequest)
   server.on("upgrade", onUpgrade)
+  // Malformed or late request heads. With this listener Node writes no response of its own.
+  server.on("clientError", (error: NodeJS.ErrnoException, socket: Stream.Duplex) => {
+    const status = clientErrorStatus(error.code)
+    if (status === 408) runSession(Metric.update(Metrics.connectionsRejected.handshake_timeout, 1))
+    if (socket.writable && status !== undefined) rejectUpgrade(socket, status)
+    else socket.destroy()
+  })
 
   const drain = Effect.gen(function*() {
     if (!(yield* lifecycle.startDraining)) return

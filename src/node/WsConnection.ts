@@ -106,24 +106,50 @@ export const makeWsConnection = (
       else if (pending === 0) settle(flushWaiters, true)
     }
 
+    // Writes of one event-loop turn leave in one writev: the socket stays corked until the turn
+    // ends (several phones writing to one binary coalesce), and is uncorked early every 64 KiB
+    // so flush progress stays visible to the write deadline.
+    let corked = false
+    let run = 0
+    let runBytes = 0
+    let runLast: string | undefined
+    const endRun = () => {
+      if (runLast === undefined) return
+      // One flush callback per run: when its last frame is flushed, the whole run is.
+      ws.send(runLast, SEND_OPTIONS, onFlushed(runBytes))
+      runLast = undefined
+      runBytes = 0
+    }
+    const uncork = () => {
+      endRun()
+      corked = false
+      run = 0
+      socket.uncork()
+    }
+
     const send = (texts: ReadonlyArray<string>): boolean => {
       if (gone || ws.readyState !== WebSocket.OPEN) return false
       if (pending === 0) lastProgressAt = clock.currentTimeMillisUnsafe()
-      let run = 0
-      socket.cork()
+      if (!corked) {
+        corked = true
+        socket.cork()
+        setImmediate(uncork)
+      }
       for (const text of texts) {
         const bytes = Buffer.byteLength(text)
         pending += bytes
         ledger.bytes += bytes
-        ws.send(text, SEND_OPTIONS, onFlushed(bytes))
+        if (runLast !== undefined) ws.send(runLast, SEND_OPTIONS)
+        runLast = text
+        runBytes += bytes
         run += bytes
         if (run >= CORK_RUN_BYTES) {
+          endRun()
           socket.uncork()
           socket.cork()
           run = 0
         }
       }
-      socket.uncork()
       return true
     }
 
@@ -155,6 +181,8 @@ export const makeWsConnection = (
         if (gone) return Effect.void
         if (ws.readyState === WebSocket.OPEN) {
           closeStartedByRelay = true
+          // Frames already handed to `send` go out before the close frame.
+          if (corked) uncork()
           ws.close(c.code, c.reason)
         }
         if (closeTimerStarted) return Effect.void

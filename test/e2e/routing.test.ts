@@ -45,6 +45,7 @@ describe("phone → binary (wrap by splice)", () => {
     phone.send(`"ok"`)
     phone.send("{not json")
     expect((await phone.closed).code).toBe(1000)
+    await binary.waitFor(1)
     expect(JSON.parse(binary.messages[0]!).frame).toBe("ok")
     expect(binary.ws.readyState).toBe(binary.ws.OPEN)
     const other = await dialPhone(relay.url, serverId)
