@@ -90,7 +90,7 @@ export const startRelay = async (flags: ReadonlyArray<string> = [], options: Run
   const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)))
   const started = await Promise.race([
     (async () => {
-      for (let i = 0; i < 200; i++) {
+      for (let i = 0; i < 800; i++) {
         if (logs.some((l) => l.includes("relay started"))) return true
         await new Promise((r) => setTimeout(r, 25))
       }
