@@ -7,13 +7,19 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import type { PeerConnection } from "../connection/PeerConnection.ts"
 import * as CloseCodes from "../domain/CloseCodes.ts"
+import * as Log from "../observability/Log.ts"
 
 export type HeartbeatResult = "timeout" | "closed"
 
 /** Pings forever; returns when the peer missed a pong (after closing it) or the socket is gone. */
 export const heartbeat = (
   conn: PeerConnection,
-  options: { readonly interval: Duration.Duration; readonly timeout: Duration.Duration }
+  options: {
+    readonly interval: Duration.Duration
+    readonly timeout: Duration.Duration
+    /** Context for the `heartbeat timeout` log line (SPEC §11). */
+    readonly fields?: Log.LogFields
+  }
 ): Effect.Effect<HeartbeatResult> =>
   Effect.gen(function*() {
     for (;;) {
@@ -25,6 +31,7 @@ export const heartbeat = (
       )
       if (pong === "closed") return "closed"
       if (pong === "timeout") {
+        yield* Log.info("heartbeat timeout", options.fields)
         yield* conn.close(CloseCodes.HeartbeatTimeout)
         return "timeout"
       }

@@ -133,7 +133,7 @@ export const makeWsConnection = (
       if (!corked) {
         corked = true
         socket.cork()
-        setImmediate(uncork)
+        queueMicrotask(uncork)
       }
       for (const text of texts) {
         const bytes = Buffer.byteLength(text)

@@ -284,7 +284,13 @@ export const makeRegistry = (options: {
         const binaries: Array<BinaryHandle> = []
         const phones: Array<PhoneHandle> = []
         for (const slot of slots.values()) {
-          cancelGrace(slot)
+          // Stop the grace timer, but the slot stays in grace (its binary is gone, so it must not
+          // count as connected while the drain runs). A fresh token no timer holds makes a racing
+          // fire stale.
+          if (slot.grace !== undefined) {
+            slot.grace.fiber?.interruptUnsafe()
+            slot.grace = { fiber: undefined }
+          }
           binaries.push(slot.binary)
           for (const phone of slot.phones.values()) phones.push(phone)
         }

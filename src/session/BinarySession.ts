@@ -70,7 +70,11 @@ export const runBinary = (conn: PeerConnection, info: BinaryInfo) =>
     yield* Metric.update(Metrics.upgradeAttempts.server.accept, 1)
     yield* Effect.addFinalizer(() => registry.release(binary))
 
-    yield* Effect.forkScoped(heartbeat(conn, { interval: config.heartbeatInterval, timeout: config.heartbeatTimeout }))
+    yield* Effect.forkScoped(heartbeat(conn, {
+      interval: config.heartbeatInterval,
+      timeout: config.heartbeatTimeout,
+      fields: { server_id: binary.serverId, binary_conn_id: binary.connId }
+    }))
     yield* Effect.forkScoped(watchWrites(
       conn,
       config.writeTimeout,

@@ -91,7 +91,11 @@ export const runPhone = (conn: PeerConnection, info: PhoneInfo) =>
     )
 
     yield* Effect.forkScoped(outbox.run)
-    yield* Effect.forkScoped(heartbeat(conn, { interval: config.heartbeatInterval, timeout: config.heartbeatTimeout }))
+    yield* Effect.forkScoped(heartbeat(conn, {
+      interval: config.heartbeatInterval,
+      timeout: config.heartbeatTimeout,
+      fields: { server_id: info.serverId, conn_id: phone.connId }
+    }))
     yield* Effect.forkScoped(watchWrites(
       conn,
       config.writeTimeout,

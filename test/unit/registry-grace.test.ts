@@ -414,3 +414,41 @@ describe("phones", () => {
       assert.isUndefined(registry.phoneFor("b", phone.handle.connId))
     })))
 })
+
+describe("shutdown", () => {
+  it.effect("closeAll closes every binary and phone, including a slot in grace, and no grace fires afterwards", () =>
+    isolated(Effect.gen(function*() {
+      const registry = yield* makeTestRegistry()
+      const a = yield* claimed(registry, "a")
+      const graced = yield* registered(registry, "a")
+      yield* registry.release(a.handle)
+      const b = yield* claimed(registry, "b")
+      const live = yield* registered(registry, "b")
+
+      yield* registry.closeAll(CloseCodes.ShuttingDown)
+      closedOnceWith(graced.conn, CloseCodes.ShuttingDown)
+      closedOnceWith(live.conn, CloseCodes.ShuttingDown)
+      closedOnceWith(b.conn, CloseCodes.ShuttingDown)
+      assert.strictEqual(live.conn.closedWith()?.reason, "shutting down")
+
+      yield* TestClock.adjust("5 minutes")
+      closedOnceWith(graced.conn, CloseCodes.ShuttingDown)
+      assert.strictEqual(yield* count(Metrics.graceExpiries), 0)
+    })))
+
+  it.effect("after closeAll a slot that was in grace still does not count as a connected binary", () =>
+    isolated(Effect.gen(function*() {
+      const registry = yield* makeTestRegistry()
+      const a = yield* claimed(registry, "a")
+      yield* registry.release(a.handle)
+      const b = yield* claimed(registry, "b")
+      assert.deepStrictEqual(yield* registry.counts, { binaries: 1, phones: 0 })
+
+      yield* registry.closeAll(CloseCodes.ShuttingDown)
+      assert.deepStrictEqual(yield* registry.counts, { binaries: 1, phones: 0 })
+      assert.isUndefined(registry.binaryFor("a"))
+      yield* registry.release(b.handle) // b's handler ends once its socket closed
+      assert.deepStrictEqual(yield* registry.counts, { binaries: 0, phones: 0 })
+      assert.strictEqual(yield* gaugeValue(Metrics.connectedBinaries), 0)
+    })))
+})

@@ -1,0 +1,270 @@
+/**
+ * The per-phone outbox (SPEC §4.3): FIFO, directives, the byte budget, write failures, and that
+ * every byte it took from the relay-wide ledger is given back.
+ */
+import { assert, describe, it } from "@effect/vitest"
+import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
+import { type BufferLedger, makeBufferLedger } from "../../src/connection/BufferLedger.ts"
+import * as CloseCodes from "../../src/domain/CloseCodes.ts"
+import * as Outbox from "../../src/forwarding/Outbox.ts"
+import * as Metrics from "../../src/observability/Metrics.ts"
+import { bigLedger, count, isolated, settle } from "../support/Core.ts"
+import { makeFakeConnection, type WriteMode } from "../support/FakeConnection.ts"
+
+const frame = (n: number, size = 10) => JSON.stringify(`${n}`.padEnd(size - 2, "."))
+
+const cost = (text: string) => Buffer.byteLength(text) + Outbox.ITEM_OVERHEAD
+
+const setup = (options: { readonly writes?: WriteMode; readonly budget?: number; readonly ledger?: BufferLedger } = {}) =>
+  Effect.gen(function*() {
+    const ledger = options.ledger ?? bigLedger()
+    const conn = yield* makeFakeConnection({ writes: options.writes ?? "flush", ledger })
+    const outbox = Outbox.make({ conn, budget: options.budget ?? 4_194_304, ledger })
+    return { conn, outbox, ledger }
+  })
+
+/** Forks the writer and lets it reach its first wait, so the next offer is taken at once. */
+const startWriter = (outbox: Outbox.Outbox) => Effect.tap(Effect.forkChild(outbox.run), () => settle)
+
+describe("outbox", () => {
+  it.effect("writes frames in FIFO order and counts each only once it is flushed", () =>
+    isolated(Effect.gen(function*() {
+      const { conn, ledger, outbox } = yield* setup({ writes: "stall" })
+      const writer = yield* startWriter(outbox)
+      const frames = [1, 2, 3, 4, 5, 6].map((n) => frame(n))
+
+      outbox.offer(frames[0], 0) // taken at once, in flight
+      outbox.offer(frames[1], 0)
+      outbox.offer(frames[2], 0)
+      outbox.offer(frames[3], 0)
+      yield* settle
+      assert.deepStrictEqual(conn.sent, frames.slice(0, 1))
+      assert.strictEqual(yield* count(Metrics.framesForwardedBinaryToPhone), 0)
+
+      conn.flush()
+      yield* settle
+      assert.deepStrictEqual(conn.sent, frames.slice(0, 4))
+      assert.strictEqual(yield* count(Metrics.framesForwardedBinaryToPhone), 1)
+
+      outbox.offer(frames[4], 0)
+      outbox.offer(frames[5], 0)
+      conn.flush()
+      yield* settle
+      conn.flush()
+      yield* settle
+      assert.deepStrictEqual(conn.sent, frames)
+      assert.strictEqual(yield* count(Metrics.framesForwardedBinaryToPhone), 6)
+      assert.strictEqual(
+        yield* count(Metrics.bytesForwardedBinaryToPhone),
+        frames.reduce((n, f) => n + f.length, 0)
+      )
+      assert.strictEqual(outbox.usedBytes(), 0)
+      assert.strictEqual(ledger.bytes, 0)
+      assert.isUndefined(writer.pollUnsafe())
+    })))
+
+  it.effect("a directive closes only after the frames queued before it were written", () =>
+    isolated(Effect.gen(function*() {
+      const { conn, ledger, outbox } = yield* setup({ writes: "stall" })
+      const writer = yield* startWriter(outbox)
+
+      outbox.offer("1", 0)
+      outbox.offer("2", 0)
+      assert.deepStrictEqual(outbox.offer("\"bye\"", 4000), { _tag: "Accepted" })
+      yield* settle
+      assert.strictEqual(conn.closeCalls.length, 0)
+
+      conn.flush() // "1" done; "2" and "bye" go out together
+      yield* settle
+      assert.deepStrictEqual(conn.sent, ["1", "2", "\"bye\""])
+      assert.strictEqual(conn.closeCalls.length, 0)
+
+      conn.flush()
+      yield* Fiber.join(writer)
+      assert.deepStrictEqual(conn.closeCalls, [{ code: 4000, reason: "" }])
+      assert.strictEqual(yield* count(Metrics.framesForwardedBinaryToPhone), 3)
+      assert.strictEqual(ledger.bytes, 0)
+      assert.strictEqual(outbox.usedBytes(), 0)
+    })))
+
+  it.effect("a directive without a frame closes after the earlier frames, writing nothing more", () =>
+    isolated(Effect.gen(function*() {
+      const { conn, outbox } = yield* setup({ writes: "stall" })
+      const writer = yield* startWriter(outbox)
+      outbox.offer("1", 0)
+      outbox.offer(undefined, 4001)
+      yield* settle
+      assert.strictEqual(conn.closeCalls.length, 0)
+      conn.flush()
+      yield* Fiber.join(writer)
+      assert.deepStrictEqual(conn.sent, ["1"])
+      assert.deepStrictEqual(conn.closeCalls, [{ code: 4001, reason: "" }])
+      assert.strictEqual(yield* count(Metrics.framesForwardedBinaryToPhone), 1)
+    })))
+
+  it.effect("frames and directives after a directive are refused", () =>
+    isolated(Effect.gen(function*() {
+      const { conn, outbox } = yield* setup()
+      assert.deepStrictEqual(outbox.offer(undefined, 4000), { _tag: "Accepted" })
+      assert.deepStrictEqual(outbox.offer("1", 0), { _tag: "Refused", reason: "closing" })
+      assert.deepStrictEqual(outbox.offer("2", 4001), { _tag: "Refused", reason: "closing" })
+      yield* Fiber.join(yield* startWriter(outbox))
+      assert.deepStrictEqual(conn.sent, [])
+      assert.deepStrictEqual(conn.closeCalls, [{ code: 4000, reason: "" }])
+    })))
+
+  it.effect("overflow of a 1000-byte budget is reported once; later offers are refused", () =>
+    isolated(Effect.gen(function*() {
+      const { ledger, outbox } = yield* setup({ budget: 1000 })
+      const big = frame(0, 300)
+      assert.deepStrictEqual(outbox.offer(big, 0), { _tag: "Accepted" })
+      assert.deepStrictEqual(outbox.offer(big, 0), { _tag: "Accepted" })
+      assert.strictEqual(outbox.usedBytes(), 2 * cost(big))
+      assert.deepStrictEqual(outbox.offer(big, 0), { _tag: "Overflow", dropped: 3, close: CloseCodes.PhoneBacklogFull })
+      assert.deepStrictEqual(outbox.offer(big, 0), { _tag: "Refused", reason: "backlog_full" })
+      assert.deepStrictEqual(outbox.offer("1", 0), { _tag: "Refused", reason: "backlog_full" })
+      assert.deepStrictEqual(outbox.offer("1", 4000), { _tag: "Refused", reason: "backlog_full" })
+      assert.strictEqual(outbox.usedBytes(), 0)
+      assert.strictEqual(ledger.bytes, 0)
+    })))
+
+  it.effect("the item being written still counts against the budget until it is flushed", () =>
+    isolated(Effect.gen(function*() {
+      const { conn, outbox } = yield* setup({ writes: "stall", budget: 1000 })
+      yield* startWriter(outbox)
+      const big = frame(0, 300)
+      outbox.offer(big, 0) // in flight
+      outbox.offer(big, 0)
+      yield* settle
+      assert.deepStrictEqual(conn.sent, [big])
+      assert.deepStrictEqual(outbox.offer(big, 0), { _tag: "Overflow", dropped: 2, close: CloseCodes.PhoneBacklogFull })
+    })))
+
+  it.effect("a flushed item frees its budget", () =>
+    isolated(Effect.gen(function*() {
+      const { outbox } = yield* setup({ budget: 1000 })
+      yield* startWriter(outbox)
+      const big = frame(0, 300)
+      for (let i = 0; i < 20; i++) {
+        assert.deepStrictEqual(outbox.offer(big, 0), { _tag: "Accepted" })
+        yield* settle
+      }
+      assert.strictEqual(yield* count(Metrics.framesForwardedBinaryToPhone), 20)
+    })))
+
+  it.effect("an item costs its frame's UTF-8 bytes plus 64", () =>
+    isolated(Effect.gen(function*() {
+      const text = JSON.stringify("é🎉".repeat(10)) // 62 bytes, 32 UTF-16 units
+      const { ledger, outbox } = yield* setup({ budget: cost(text) * 2 - 1 })
+      assert.deepStrictEqual(outbox.offer(text, 0), { _tag: "Accepted" })
+      assert.strictEqual(outbox.usedBytes(), Buffer.byteLength(text) + 64)
+      assert.strictEqual(ledger.bytes, Buffer.byteLength(text) + 64)
+      assert.strictEqual(outbox.offer(text, 0)._tag, "Overflow")
+    })))
+
+  it.effect("an overflowing directive reports the directive's code", () =>
+    isolated(Effect.gen(function*() {
+      const { outbox } = yield* setup({ budget: 1000 })
+      assert.deepStrictEqual(outbox.offer(frame(0, 900), 0), { _tag: "Accepted" })
+      assert.deepStrictEqual(outbox.offer(frame(1, 100), 4001), {
+        _tag: "Overflow",
+        dropped: 2,
+        close: { code: 4001, reason: "" }
+      })
+    })))
+
+  it.effect("an offer the relay-wide ledger cannot take is this phone's overflow", () =>
+    isolated(Effect.gen(function*() {
+      const ledger = makeBufferLedger(500)
+      const { outbox } = yield* setup({ ledger })
+      const big = frame(0, 300)
+      assert.deepStrictEqual(outbox.offer(big, 0), { _tag: "Accepted" })
+      assert.strictEqual(ledger.bytes, cost(big))
+      assert.deepStrictEqual(outbox.offer(big, 0), { _tag: "Overflow", dropped: 2, close: CloseCodes.PhoneBacklogFull })
+      assert.strictEqual(ledger.bytes, 0)
+    })))
+
+  it.effect("a stalled phone does not delay a sibling's outbox", () =>
+    isolated(Effect.gen(function*() {
+      const ledger = bigLedger()
+      const stalled = yield* setup({ writes: "stall", ledger })
+      const healthy = yield* setup({ ledger })
+      yield* startWriter(stalled.outbox)
+      yield* startWriter(healthy.outbox)
+
+      for (let i = 0; i < 5; i++) {
+        stalled.outbox.offer(frame(i), 0)
+        healthy.outbox.offer(frame(i), 0)
+      }
+      yield* settle
+      assert.strictEqual(healthy.conn.sent.length, 5)
+      assert.strictEqual(stalled.conn.sent.length, 1)
+      assert.strictEqual(yield* count(Metrics.framesForwardedBinaryToPhone), 5)
+    })))
+
+  it.effect("a failed send stops the outbox, drops what is pending and closes 1011 phone write failed", () =>
+    isolated(Effect.gen(function*() {
+      const { conn, ledger, outbox } = yield* setup({ writes: "fail" })
+      const writer = yield* startWriter(outbox)
+      outbox.offer("1", 0)
+      yield* Fiber.join(writer)
+      assert.deepStrictEqual(conn.closeCalls, [CloseCodes.PhoneWriteFailed])
+      assert.strictEqual(conn.closedWith()?.reason, "phone write failed")
+      assert.strictEqual(yield* count(Metrics.framesDropped.phone_write_failed), 1)
+      assert.strictEqual(yield* count(Metrics.framesForwardedBinaryToPhone), 0)
+      assert.deepStrictEqual(outbox.offer("2", 0), { _tag: "Refused", reason: "phone_write_failed" })
+      assert.strictEqual(outbox.usedBytes(), 0)
+      assert.strictEqual(ledger.bytes, 0)
+    })))
+
+  it.effect("a socket lost during a write drops the frame in flight and everything queued", () =>
+    isolated(Effect.gen(function*() {
+      const { conn, ledger, outbox } = yield* setup({ writes: "stall" })
+      const writer = yield* startWriter(outbox)
+      outbox.offer("1", 0)
+      outbox.offer("2", 0)
+      outbox.offer("3", 0)
+      yield* settle
+      conn.peerClose(1006)
+      yield* Fiber.join(writer)
+      assert.strictEqual(yield* count(Metrics.framesDropped.phone_write_failed), 3)
+      assert.strictEqual(yield* count(Metrics.framesForwardedBinaryToPhone), 0)
+      assert.strictEqual(outbox.usedBytes(), 0)
+      assert.strictEqual(ledger.bytes, 0)
+    })))
+
+  it.effect("stop drops everything pending, releases its ledger bytes and ends the writer", () =>
+    isolated(Effect.gen(function*() {
+      const { conn, ledger, outbox } = yield* setup({ writes: "stall" })
+      const writer = yield* startWriter(outbox)
+      outbox.offer("\"in flight\"", 0)
+      outbox.offer("\"queued 1\"", 0)
+      outbox.offer("\"queued 2\"", 0)
+      yield* settle
+      assert.strictEqual(ledger.bytes, "\"in flight\"".length + cost("\"queued 1\"") + cost("\"queued 2\""))
+
+      assert.strictEqual(outbox.stop("closing"), 2)
+      assert.strictEqual(outbox.stop("closing"), 0)
+      assert.strictEqual(ledger.bytes, "\"in flight\"".length) // still unflushed in the socket
+      assert.deepStrictEqual(outbox.offer("x", 0), { _tag: "Refused", reason: "closing" })
+
+      yield* conn.close(CloseCodes.Reclaimed) // an eviction closes the socket at once
+      yield* Fiber.join(writer)
+      assert.deepStrictEqual(conn.sent, ["\"in flight\""])
+      assert.deepStrictEqual(conn.closedWith(), CloseCodes.Reclaimed)
+      assert.strictEqual(outbox.usedBytes(), 0)
+      assert.strictEqual(ledger.bytes, 0)
+      assert.strictEqual(yield* count(Metrics.framesForwardedBinaryToPhone), 0)
+    })))
+
+  it.effect("stop on an idle outbox ends its writer without closing anything", () =>
+    isolated(Effect.gen(function*() {
+      const { conn, outbox } = yield* setup()
+      const writer = yield* startWriter(outbox)
+      yield* settle
+      assert.strictEqual(outbox.stop("closing"), 0)
+      yield* Fiber.join(writer)
+      assert.strictEqual(conn.closeCalls.length, 0)
+    })))
+})
