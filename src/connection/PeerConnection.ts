@@ -24,8 +24,10 @@ export interface PeerConnection {
   /**
    * Hands `texts` to the socket, in order, as text frames. Synchronous and never blocks; bytes
    * count in `pendingBytes` until flushed to the OS. `false` when the socket is no longer open.
+   * `onFlushed` is called once, when every one of these texts is flushed (`true`) or the socket
+   * failed first (`false`).
    */
-  readonly send: (texts: ReadonlyArray<string>) => boolean
+  readonly send: (texts: ReadonlyArray<string>, onFlushed?: (ok: boolean) => void) => boolean
   /** Succeeds once everything sent so far is flushed; fails if the socket fails or closes first. */
   readonly flushed: Effect.Effect<void, ConnectionLost>
   /** Bytes handed to `send` and not yet flushed. */

@@ -6,6 +6,7 @@
  * State ownership: `queue`, `used` and `state` belong to this outbox; `offer` and `stop` are
  * synchronous so the binary forwarder can call them inside one batch without yielding.
  */
+import type * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Metric from "effect/Metric"
 import { type BufferLedger, fits } from "../connection/BufferLedger.ts"
@@ -15,6 +16,8 @@ import { PhoneWriteFailed } from "../domain/Errors.ts"
 import * as Metrics from "../observability/Metrics.ts"
 
 export const ITEM_OVERHEAD = 64
+/** Unflushed bytes the socket may hold before the writer waits for a flush (backpressure). */
+const WRITE_HIGH_WATER = 256 * 1024
 
 interface Item {
   readonly frame: string | undefined
@@ -59,13 +62,24 @@ export const make = (options: {
   /** Set once the writer must end and nothing pending will be written. */
   let ended = false
   let wakeWriter: (() => void) | undefined
-  /** Frames of the batch being written, so a failed write counts them as dropped. */
-  let inFlightFrames = 0
 
   const wake = () => {
     const resume = wakeWriter
     wakeWriter = undefined
     resume?.()
+  }
+  /**
+   * Offers wake the writer only once the current batch of offers is done (a microtask later):
+   * resuming it inline would write the first frame alone and queue the rest behind its flush.
+   */
+  let wakeQueued = false
+  const wakeSoon = () => {
+    if (wakeQueued || wakeWriter === undefined) return
+    wakeQueued = true
+    queueMicrotask(() => {
+      wakeQueued = false
+      wake()
+    })
   }
 
   const stop = (reason: StopReason): number => {
@@ -98,13 +112,13 @@ export const make = (options: {
     queue.push({ frame, closeCode, cost })
     // A directive stops the outbox: later frames to this phone are refused (SPEC §2.3).
     if (closeCode !== 0) refusing = "closing"
-    wake()
+    wakeSoon()
     return ACCEPTED
   }
 
-  /** The next batch: everything queued, in FIFO order; `undefined` once the outbox ended. */
+  /** The next batch: everything queued, in FIFO order; `undefined` once ended or a write failed. */
   const take: Effect.Effect<Array<Item> | undefined> = Effect.suspend(() => {
-    if (ended) return Effect.succeed(undefined)
+    if (ended || failed) return Effect.succeed(undefined)
     if (queue.length > 0) {
       const batch = queue
       queue = []
@@ -118,66 +132,95 @@ export const make = (options: {
     }), () => take)
   })
 
-  /** Writes one batch (the batch array is emptied: it is the outbox's own, taken whole). */
-  const writeBatch = (items: Array<Item>) =>
-    Effect.gen(function*() {
-      const texts: Array<string> = []
-      let cost = 0
-      let bytes = 0
-      let directive = 0
-      for (const item of items) {
-        if (item.frame !== undefined) {
-          texts.push(item.frame)
-          bytes += item.cost - ITEM_OVERHEAD
-        }
-        cost += item.cost
-        if (item.closeCode !== 0) directive = item.closeCode
+  /**
+   * Counting happens when the socket reports a batch flushed — once per frame actually written,
+   * never on enqueue — through the writer's own context (its metric registry).
+   */
+  let context: Context.Context<never> | undefined
+  /** Set by a flush callback when the socket failed under a batch: the writer ends. */
+  let failed = false
+  /** Frames handed to the socket and not yet flushed (dropped if the socket fails). */
+  let unflushedFrames = 0
+  const onBatchFlushed = (frames: number, bytes: number, cost: number) => (ok: boolean) => {
+    used -= cost
+    if (!ok) {
+      if (!failed) {
+        failed = true
+        wake()
       }
-      items.length = 0
-      // Handed to the socket: from here its unflushed bytes are counted by the connection.
-      queuedCost -= cost
-      ledger.bytes -= cost
-      const frames = texts.length
-      inFlightFrames = frames
-      if (frames > 0) {
-        const accepted = conn.send(texts)
-        // The socket now holds the encoded frames: drop our copies before waiting on the flush,
-        // so a stalled phone costs its in-flight bytes once, not twice.
-        texts.length = 0
-        if (!accepted) {
-          used -= cost
-          return yield* new PhoneWriteFailed()
-        }
-        const flushed = yield* Effect.exit(conn.flushed)
-        used -= cost
-        if (flushed._tag === "Failure") return yield* new PhoneWriteFailed()
-        inFlightFrames = 0
-        yield* Metric.update(Metrics.framesForwardedBinaryToPhone, frames)
-        yield* Metric.update(Metrics.bytesForwardedBinaryToPhone, bytes)
-      } else {
-        used -= cost
+      return
+    }
+    unflushedFrames -= frames
+    if (context !== undefined) {
+      Metrics.framesForwardedBinaryToPhone.updateUnsafe(frames, context)
+      Metrics.bytesForwardedBinaryToPhone.updateUnsafe(bytes, context)
+    }
+  }
+
+  /**
+   * Hands one batch to the socket (the batch array, the outbox's own, is emptied) and returns the
+   * directive's close code, 0 for none. The writer does not wait for the flush unless the socket
+   * holds more than `WRITE_HIGH_WATER` unflushed bytes, so batches pipeline.
+   */
+  const writeBatch = (items: Array<Item>): number => {
+    const texts: Array<string> = []
+    let cost = 0
+    let bytes = 0
+    let directive = 0
+    for (const item of items) {
+      if (item.frame !== undefined) {
+        texts.push(item.frame)
+        bytes += item.cost - ITEM_OVERHEAD
       }
+      cost += item.cost
+      if (item.closeCode !== 0) directive = item.closeCode
+    }
+    items.length = 0
+    // Handed to the socket: from here its unflushed bytes are counted by the connection.
+    queuedCost -= cost
+    ledger.bytes -= cost
+    const frames = texts.length
+    if (frames === 0) {
+      used -= cost
       return directive
-    })
+    }
+    unflushedFrames += frames
+    if (!conn.send(texts, onBatchFlushed(frames, bytes, cost))) {
+      used -= cost
+      failed = true
+    }
+    return directive
+  }
 
   const loop: Effect.Effect<void, PhoneWriteFailed> = Effect.gen(function*() {
     for (;;) {
       const batch = yield* take
+      if (failed) return yield* new PhoneWriteFailed()
       if (batch === undefined) return
-      const directive = yield* writeBatch(batch)
+      const directive = writeBatch(batch)
+      if (failed) return yield* new PhoneWriteFailed()
       if (directive !== 0) {
+        // The directive closes after everything queued before it is written.
+        if ((yield* Effect.exit(conn.flushed))._tag === "Failure" || failed) return yield* new PhoneWriteFailed()
         stop("closing")
         return yield* conn.close({ code: directive, reason: "" })
+      }
+      if (conn.pendingBytes() > WRITE_HIGH_WATER) {
+        if ((yield* Effect.exit(conn.flushed))._tag === "Failure" || failed) return yield* new PhoneWriteFailed()
       }
     }
   })
 
-  const run: Effect.Effect<void> = Effect.catchTag(loop, "PhoneWriteFailed", () =>
-    Effect.gen(function*() {
-      const dropped = stop("phone_write_failed")
-      yield* Metric.update(Metrics.framesDropped.phone_write_failed, dropped + inFlightFrames)
-      yield* conn.close(CloseCodes.PhoneWriteFailed)
-    }))
+  const run: Effect.Effect<void> = Effect.contextWith((services: Context.Context<never>) => {
+    context = services
+    return Effect.catchTag(loop, "PhoneWriteFailed", () =>
+      Effect.gen(function*() {
+        const dropped = stop("phone_write_failed")
+        yield* Metric.update(Metrics.framesDropped.phone_write_failed, dropped + unflushedFrames)
+        unflushedFrames = 0
+        yield* conn.close(CloseCodes.PhoneWriteFailed)
+      }))
+  })
 
   return { offer, stop, run, usedBytes: () => used }
 }

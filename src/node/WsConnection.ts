@@ -1,11 +1,13 @@
 /**
  * The `ws` adapter: implements the core's `PeerConnection` for one upgraded WebSocket.
  *
- * Reading: messages go into a queue the forwarder drains in batches; above a high-water mark the
- * socket is paused (TCP backpressure) and resumed once the forwarder caught up.
- * Writing: `send` hands frames to the socket synchronously, corked in runs of up to 64 KiB so
- * a batch leaves in few syscalls; each frame's flush callback advances the progress clock and
- * releases its bytes from the relay-wide ledger.
+ * Reading: the messages one socket read delivers are collected and handed to the forwarder as
+ * one batch (a microtask later); above a high-water mark of unread text the socket is paused
+ * (TCP backpressure) and resumed once the forwarder caught up.
+ * Writing: `send` hands frames to the socket synchronously; the socket stays corked until the
+ * current batch of work is done, so the writes of one turn leave in one writev, and is uncorked
+ * early every 64 KiB so flush progress stays visible to the write deadline. Flushes release bytes
+ * from the relay-wide ledger and advance the progress clock.
  * Closing: `close` starts the handshake at once; a peer that does not answer within the close
  * timeout is destroyed by a fiber in this connection's scope (time from `Clock`).
  */
@@ -21,6 +23,7 @@ import { isUtf8 } from "node:buffer"
 import type * as Net from "node:net"
 import WebSocket from "ws"
 import type { BufferLedger } from "../connection/BufferLedger.ts"
+import { makeFlushTracker } from "../connection/FlushTracker.ts"
 import type { CloseInfo, PeerConnection } from "../connection/PeerConnection.ts"
 import type { CloseCode } from "../domain/CloseCodes.ts"
 import { ConnectionLost } from "../domain/Errors.ts"
@@ -30,6 +33,7 @@ const READ_LOW_WATER = 256 * 1024
 const CORK_RUN_BYTES = 64 * 1024
 const SEND_OPTIONS = { binary: false, compress: false, fin: true } as const
 
+/** The parts of `ws`'s receiver the message deadline reads. */
 interface ReceiverState {
   readonly _state: number
   readonly _fragmented: number
@@ -48,22 +52,19 @@ export const makeWsConnection = (
     const receiver = (ws as unknown as { _receiver: ReceiverState })._receiver
     const inbox = yield* Queue.unbounded<string, Cause.Done>()
     const closedSignal = Deferred.makeUnsafe<CloseInfo>()
+    const tracker = makeFlushTracker()
 
-    let inboxChars = 0
-    let paused = false
-    let pending = 0
     let lastProgressAt = clock.currentTimeMillisUnsafe()
     let closeStartedByRelay = false
     let gone = false
-    const flushWaiters = new Set<(ok: boolean) => void>()
     const pongWaiters = new Set<(ok: boolean) => void>()
-
-    const settle = (waiters: Set<(ok: boolean) => void>, ok: boolean) => {
-      if (waiters.size === 0) return
-      const all = [...waiters]
-      waiters.clear()
-      for (const w of all) w(ok)
+    const settlePongs = (ok: boolean) => {
+      const all = [...pongWaiters]
+      pongWaiters.clear()
+      for (const waiter of all) waiter(ok)
     }
+
+    // --- reading -------------------------------------------------------------------------------
 
     // A started message (first fragment or partial frame read) must complete in time (§1.4).
     // ws parses each chunk in its own `data` listener, which runs before this one.
@@ -75,74 +76,87 @@ export const makeWsConnection = (
       else messageStartedAt ??= clock.currentTimeMillisUnsafe()
     })
 
+    let unread = 0
+    let paused = false
+    let arrived: Array<string> = []
+    const deliver = () => {
+      const batch = arrived
+      arrived = []
+      if (batch.length > 0) Queue.offerAllUnsafe(inbox, batch)
+    }
     ws.on("message", (data: Buffer, isBinary: boolean) => {
       // A binary-opcode message that is not UTF-8 becomes "" (invalid JSON): never altered bytes.
       const text = isBinary && !isUtf8(data) ? "" : data.toString("utf8")
-      inboxChars += text.length
-      Queue.offerUnsafe(inbox, text)
-      if (!paused && inboxChars > READ_HIGH_WATER) {
+      unread += text.length
+      if (arrived.length === 0) queueMicrotask(deliver)
+      arrived.push(text)
+      if (!paused && unread > READ_HIGH_WATER) {
         paused = true
         ws.pause()
       }
     })
-    ws.on("pong", () => settle(pongWaiters, true))
-    ws.on("error", () => {})
-    ws.on("close", (code: number) => {
-      gone = true
-      ledger.bytes -= pending
-      pending = 0
-      settle(flushWaiters, false)
-      settle(pongWaiters, false)
-      Queue.endUnsafe(inbox)
-      Deferred.doneUnsafe(closedSignal, Effect.succeed({ code, byRelay: closeStartedByRelay }))
-    })
+
+    const messages = Stream.fromQueue(inbox).pipe(
+      Stream.mapArray((batch) => {
+        for (const text of batch) unread -= text.length
+        if (paused && unread < READ_LOW_WATER) {
+          paused = false
+          ws.resume()
+        }
+        return batch
+      })
+    )
+
+    // --- writing -------------------------------------------------------------------------------
 
     const onFlushed = (bytes: number) => (error?: Error | null) => {
       if (gone) return
-      pending -= bytes
-      ledger.bytes -= bytes
       lastProgressAt = clock.currentTimeMillisUnsafe()
-      if (error) settle(flushWaiters, false)
-      else if (pending === 0) settle(flushWaiters, true)
+      if (error) return failWrites()
+      ledger.bytes -= bytes
+      tracker.flushed(bytes)
+    }
+    /** Every unflushed byte is given up (released from the ledger) and every waiter told. */
+    const failWrites = () => {
+      ledger.bytes -= tracker.pending()
+      tracker.fail()
     }
 
-    // Writes of one event-loop turn leave in one writev: the socket stays corked until the turn
-    // ends (several phones writing to one binary coalesce), and is uncorked early every 64 KiB
-    // so flush progress stays visible to the write deadline.
     let corked = false
     let run = 0
     let runBytes = 0
     let runLast: string | undefined
+    /** One flush callback per run: when its last frame is flushed, the whole run is. */
     const endRun = () => {
       if (runLast === undefined) return
-      // One flush callback per run: when its last frame is flushed, the whole run is.
       ws.send(runLast, SEND_OPTIONS, onFlushed(runBytes))
       runLast = undefined
       runBytes = 0
     }
     const uncork = () => {
+      if (!corked) return
       endRun()
       corked = false
       run = 0
       socket.uncork()
     }
 
-    const send = (texts: ReadonlyArray<string>): boolean => {
+    const send = (texts: ReadonlyArray<string>, whenFlushed?: (ok: boolean) => void): boolean => {
       if (gone || ws.readyState !== WebSocket.OPEN) return false
-      if (pending === 0) lastProgressAt = clock.currentTimeMillisUnsafe()
+      if (tracker.pending() === 0) lastProgressAt = clock.currentTimeMillisUnsafe()
       if (!corked) {
         corked = true
         socket.cork()
         queueMicrotask(uncork)
       }
+      let bytes = 0
       for (const text of texts) {
-        const bytes = Buffer.byteLength(text)
-        pending += bytes
-        ledger.bytes += bytes
+        const size = Buffer.byteLength(text)
+        bytes += size
         if (runLast !== undefined) ws.send(runLast, SEND_OPTIONS)
         runLast = text
-        runBytes += bytes
-        run += bytes
+        runBytes += size
+        run += size
         if (run >= CORK_RUN_BYTES) {
           endRun()
           socket.uncork()
@@ -150,18 +164,20 @@ export const makeWsConnection = (
           run = 0
         }
       }
+      ledger.bytes += bytes
+      tracker.sent(bytes, whenFlushed)
       return true
     }
 
     const flushed: Effect.Effect<void, ConnectionLost> = Effect.suspend(() => {
       if (gone) return Effect.fail(new ConnectionLost())
-      if (pending === 0) return Effect.void
+      if (tracker.pending() === 0) return Effect.void
       return Effect.callback<void, ConnectionLost>((resume) => {
-        const waiter = (ok: boolean) => resume(ok ? Effect.void : Effect.fail(new ConnectionLost()))
-        flushWaiters.add(waiter)
-        return Effect.sync(() => flushWaiters.delete(waiter))
+        tracker.sent(0, (ok) => resume(ok ? Effect.void : Effect.fail(new ConnectionLost())))
       })
     })
+
+    // --- liveness and closing ------------------------------------------------------------------
 
     const ping: Effect.Effect<void, ConnectionLost> = Effect.callback<void, ConnectionLost>((resume) => {
       if (gone || ws.readyState !== WebSocket.OPEN) return resume(Effect.fail(new ConnectionLost()))
@@ -169,6 +185,16 @@ export const makeWsConnection = (
       pongWaiters.add(waiter)
       ws.ping()
       return Effect.sync(() => pongWaiters.delete(waiter))
+    })
+    ws.on("pong", () => settlePongs(true))
+    ws.on("error", () => {})
+    ws.on("close", (code: number) => {
+      gone = true
+      failWrites()
+      settlePongs(false)
+      deliver()
+      Queue.endUnsafe(inbox)
+      Deferred.doneUnsafe(closedSignal, Effect.succeed({ code, byRelay: closeStartedByRelay }))
     })
 
     const terminate = Effect.sync(() => {
@@ -182,7 +208,7 @@ export const makeWsConnection = (
         if (ws.readyState === WebSocket.OPEN) {
           closeStartedByRelay = true
           // Frames already handed to `send` go out before the close frame.
-          if (corked) uncork()
+          uncork()
           ws.close(c.code, c.reason)
         }
         if (closeTimerStarted) return Effect.void
@@ -190,28 +216,17 @@ export const makeWsConnection = (
         return Effect.asVoid(Effect.forkIn(Effect.andThen(Effect.sleep(options.closeTimeout), terminate), scope))
       })
 
-    const messages = Stream.fromQueue(inbox).pipe(
-      Stream.mapArray((batch) => {
-        for (const text of batch) inboxChars -= text.length
-        if (paused && inboxChars < READ_LOW_WATER) {
-          paused = false
-          ws.resume()
-        }
-        return batch
-      })
-    )
-
     return {
       messages,
       send,
       flushed,
-      pendingBytes: () => pending,
+      pendingBytes: tracker.pending,
       lastProgressAt: () => lastProgressAt,
       ping,
       close,
       terminate,
       closed: Deferred.await(closedSignal),
-      isOpen: () => !gone && ws.readyState === WebSocket.OPEN,
-      messageStartedAt: () => messageStartedAt
+      messageStartedAt: () => messageStartedAt,
+      isOpen: () => !gone && ws.readyState === WebSocket.OPEN
     } satisfies PeerConnection
   })

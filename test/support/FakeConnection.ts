@@ -7,6 +7,7 @@
  * Simplification: a close resolves `closed` at once (the peer answers the close handshake
  * instantly); flush waiters and ping waiters fail with `ConnectionLost`, as in the ws adapter.
  */
+import { makeFlushTracker } from "../../src/connection/FlushTracker.ts"
 import type * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Deferred from "effect/Deferred"
@@ -66,6 +67,7 @@ export const makeFakeConnection = (options: {
     let pending = 0
     let pings = 0
     let lastProgressAt = clock.currentTimeMillisUnsafe()
+    const tracker = makeFlushTracker()
 
     const settle = (waiters: Set<(ok: boolean) => void>, ok: boolean) => {
       const all = [...waiters]
@@ -78,6 +80,7 @@ export const makeFakeConnection = (options: {
       gone = true
       if (ledger !== undefined) ledger.bytes -= pending
       pending = 0
+      tracker.fail()
       settle(flushWaiters, false)
       settle(pongWaiters, false)
       Queue.endUnsafe(inbox)
@@ -90,6 +93,7 @@ export const makeFakeConnection = (options: {
       pending -= n
       if (ledger !== undefined) ledger.bytes -= n
       lastProgressAt = clock.currentTimeMillisUnsafe()
+      tracker.flushed(n)
       if (pending === 0) settle(flushWaiters, true)
     }
 
@@ -108,14 +112,17 @@ export const makeFakeConnection = (options: {
       peerClose: (code = 1005) => end({ code, byRelay: false }),
 
       messages: Stream.fromQueue(inbox),
-      send: (texts) => {
+      send: (texts, onFlushed) => {
         if (gone || fake.writes === "fail") return false
         if (pending === 0) lastProgressAt = clock.currentTimeMillisUnsafe()
+        let bytes = 0
         for (const text of texts) {
           sent.push(text)
-          pending += byteLength(text)
-          if (ledger !== undefined) ledger.bytes += byteLength(text)
+          bytes += byteLength(text)
         }
+        pending += bytes
+        if (ledger !== undefined) ledger.bytes += bytes
+        tracker.sent(bytes, onFlushed)
         if (fake.writes === "flush") flush()
         return true
       },
