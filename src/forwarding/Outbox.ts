@@ -1,6 +1,8 @@
 /**
- * The outbox of one phone (SPEC §4.3): a bounded FIFO of frames waiting to be written, with one
- * writer fiber. Enqueue never blocks. Each item costs `frame bytes (UTF-8) + 64` against the phone's
+ * The outbox of one phone (SPEC §4.3): a bounded FIFO of frames waiting to be written, drained
+ * by one writer at a time: the offer itself while the socket has room and nothing is queued
+ * (write-through), otherwise the writer fiber, which also waits out backpressure and closes after
+ * a directive. Enqueue never blocks. Each item costs `frame bytes (UTF-8) + 64` against the phone's
  * budget and the relay-wide ledger; the batch being written still counts until it is flushed.
  *
  * State ownership: `queue`, `used` and `state` belong to this outbox; `offer` and `stop` are
@@ -112,7 +114,16 @@ export const make = (options: {
     queue.push({ frame, closeCode, cost })
     // A directive stops the outbox: later frames to this phone are refused (SPEC §2.3).
     if (closeCode !== 0) refusing = "closing"
-    wakeSoon()
+    if (closeCode === 0 && wakeWriter !== undefined && !failed && conn.pendingBytes() <= WRITE_HIGH_WATER) {
+      // The writer is idle and the socket has room: write through, in order, right now. Waking
+      // the writer fiber instead would cost an event-loop turn per frame's trip.
+      const batch = queue
+      queue = []
+      writeBatch(batch)
+      if (failed) wake()
+    } else {
+      wakeSoon()
+    }
     return ACCEPTED
   }
 
@@ -120,6 +131,9 @@ export const make = (options: {
   const take: Effect.Effect<Array<Item> | undefined> = Effect.suspend(() => {
     if (ended || failed) return Effect.succeed(undefined)
     if (queue.length > 0) {
+      // Backpressure: the socket takes more only below the high-water mark. Until then the items
+      // stay queued (a stop can still drop them); a failed flush sets `failed`.
+      if (conn.pendingBytes() > WRITE_HIGH_WATER) return Effect.flatMap(Effect.exit(conn.flushed), () => take)
       const batch = queue
       queue = []
       return Effect.succeed(batch)
@@ -139,18 +153,17 @@ export const make = (options: {
   let context: Context.Context<never> | undefined
   /** Set by a flush callback when the socket failed under a batch: the writer ends. */
   let failed = false
-  /** Frames handed to the socket and not yet flushed (dropped if the socket fails). */
-  let unflushedFrames = 0
   const onBatchFlushed = (frames: number, bytes: number, cost: number) => (ok: boolean) => {
     used -= cost
     if (!ok) {
+      // Frames the socket never flushed are dropped, whoever closed it.
+      if (context !== undefined) Metrics.framesDropped.phone_write_failed.updateUnsafe(frames, context)
       if (!failed) {
         failed = true
         wake()
       }
       return
     }
-    unflushedFrames -= frames
     if (context !== undefined) {
       Metrics.framesForwardedBinaryToPhone.updateUnsafe(frames, context)
       Metrics.bytesForwardedBinaryToPhone.updateUnsafe(bytes, context)
@@ -184,9 +197,9 @@ export const make = (options: {
       used -= cost
       return directive
     }
-    unflushedFrames += frames
     if (!conn.send(texts, onBatchFlushed(frames, bytes, cost))) {
       used -= cost
+      if (context !== undefined) Metrics.framesDropped.phone_write_failed.updateUnsafe(frames, context)
       failed = true
     }
     return directive
@@ -205,9 +218,6 @@ export const make = (options: {
         stop("closing")
         return yield* conn.close({ code: directive, reason: "" })
       }
-      if (conn.pendingBytes() > WRITE_HIGH_WATER) {
-        if ((yield* Effect.exit(conn.flushed))._tag === "Failure" || failed) return yield* new PhoneWriteFailed()
-      }
     }
   })
 
@@ -216,8 +226,7 @@ export const make = (options: {
     return Effect.catchTag(loop, "PhoneWriteFailed", () =>
       Effect.gen(function*() {
         const dropped = stop("phone_write_failed")
-        yield* Metric.update(Metrics.framesDropped.phone_write_failed, dropped + unflushedFrames)
-        unflushedFrames = 0
+        yield* Metric.update(Metrics.framesDropped.phone_write_failed, dropped)
         yield* conn.close(CloseCodes.PhoneWriteFailed)
       }))
   })
