@@ -38,7 +38,13 @@ const writeToBinary = (
 ): Effect.Effect<void, NoBinary | BinaryWriteFailed> =>
   Effect.suspend((): Effect.Effect<void, NoBinary | BinaryWriteFailed> => {
     const binary = deps.registry.binaryFor(phone.serverId)
-    if (binary === undefined) return Effect.fail(new NoBinary({ frames: envelopes.length }))
+    // Only the binary that served this phone, while the phone is still registered and that binary's
+    // socket is open: an evicted phone (reclaim, takeover) must never reach the new holder, whose
+    // daemon never saw its conn_id (SPEC §3.4); a binary already closing is as good as gone.
+    if (
+      binary === undefined || binary !== phone.servedBy || !binary.conn.isOpen() ||
+      deps.registry.phoneFor(phone.serverId, phone.connId) !== phone
+    ) return Effect.fail(new NoBinary({ frames: envelopes.length }))
     let bytes = 0
     for (const envelope of envelopes) bytes += Buffer.byteLength(envelope)
     if (

@@ -85,6 +85,8 @@ export const makeWsConnection = (
       if (batch.length > 0) Queue.offerAllUnsafe(inbox, batch)
     }
     ws.on("message", (data: Buffer, isBinary: boolean) => {
+      // Once the relay started closing, nothing more is forwarded: read on only to see the reply.
+      if (closeStartedByRelay) return
       // A binary-opcode message that is not UTF-8 becomes "" (invalid JSON): never altered bytes.
       const text = isBinary && !isUtf8(data) ? "" : data.toString("utf8")
       unread += text.length
@@ -210,6 +212,12 @@ export const makeWsConnection = (
           // Frames already handed to `send` go out before the close frame.
           uncork()
           ws.close(c.code, c.reason)
+          // A socket paused for backpressure must be read again, or the peer's close reply
+          // would never be seen and the close would wait out the close timeout.
+          if (paused) {
+            paused = false
+            ws.resume()
+          }
         }
         if (closeTimerStarted) return Effect.void
         closeTimerStarted = true
