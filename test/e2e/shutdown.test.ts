@@ -7,6 +7,7 @@ import * as Path from "node:path"
 import { describe, expect, it } from "vitest"
 import { freePort, startRelay } from "../support/RelayProcess.ts"
 import { dialBinary, dialPhone, eventually, sleep } from "../support/Peers.ts"
+import { rawUpgrade } from "../../bench/lib/raw.ts"
 
 describe("SIGTERM", () => {
   it("closes binaries, phones of a gracing binary and live phones 1001 `shutting down` and exits 0", async () => {
@@ -31,6 +32,30 @@ describe("SIGTERM", () => {
     }
     expect(relay.logs.some((l) => l.includes(`"shutdown started"`))).toBe(true)
     expect(relay.logs.some((l) => l.includes(`"shutdown complete"`))).toBe(true)
+  })
+})
+
+describe("a second signal during the drain", () => {
+  it("is ignored: the drain runs to its deadline and the exit code is still 0", async () => {
+    const relay = await startRelay(["--drain-timeout", "2s", "--close-timeout", "10s"])
+    // A binary that never reads holds the drain until its deadline.
+    const stuck = await rawUpgrade(relay.port, "/v1/server", {
+      "X-Pyrycode-Server": "stuck",
+      "X-Pyrycode-Version": "1",
+      "User-Agent": "u"
+    })
+    const started = Date.now()
+    relay.child.kill("SIGTERM")
+    await sleep(300)
+    relay.child.kill("SIGINT")
+    relay.child.kill("SIGTERM")
+    const code = await relay.exited
+    const elapsed = Date.now() - started
+    expect(code).toBe(0)
+    expect(elapsed).toBeGreaterThanOrEqual(1800)
+    expect(elapsed).toBeLessThan(5000)
+    expect(relay.logs.some((l) => l.includes(`"drain incomplete"`))).toBe(true)
+    stuck.destroy()
   })
 })
 
