@@ -3,11 +3,21 @@
  * from phones towards a binary that stopped reading, and prints the relay's RSS before, at its
  * peak, and after each run. No assertion: this prints numbers to compare (machines are noisy).
  *
- *   node bench/stalled-rss.ts [--mb 100] [--relay-cmd "node_modules/.bin/node src/main.ts"]
+ *   node bench/stalled-rss.ts [--mb 100] [--relay-cmd "node_modules/.bin/node src/main.ts"] [--heap]
+ *     [--baseline]
+ *
+ * --baseline runs the same scenarios against bench/baseline.ts instead (for comparison; no
+ * counters, and --heap works the same).
+ *
+ * --heap runs the relay under bench/lib/heap-probe.ts (`node --expose-gc`) and also prints its heap
+ * after a full GC before and 3 s after each run (heapBeforeGcMB, heapAfterGcMB): what is really
+ * retained, as opposed to RSS, which also holds heap capacity V8 grew for garbage and keeps.
  */
 import { readFileSync } from "node:fs"
+import * as path from "node:path"
 import WebSocket from "ws"
-import { freePort, splitCommand, startServer, stopServer } from "./lib/proc.ts"
+import { probeHeap } from "./lib/memory.ts"
+import { freePort, REPO_ROOT, splitCommand, startServer, stopServer } from "./lib/proc.ts"
 import { rawUpgrade, textFrame } from "./lib/raw.ts"
 
 const arg = (name: string, fallback: string): string => {
@@ -15,7 +25,19 @@ const arg = (name: string, fallback: string): string => {
   return i === -1 ? fallback : process.argv[i + 1] ?? fallback
 }
 const TOTAL = Number(arg("mb", "100")) * 1_000_000
-const RELAY = arg("relay-cmd", "node_modules/.bin/node src/main.ts")
+const HEAP = process.argv.includes("--heap")
+const BASELINE = process.argv.includes("--baseline")
+const RELAY = BASELINE ? "node_modules/.bin/node bench/baseline.ts" : arg("relay-cmd", "node_modules/.bin/node src/main.ts")
+/** With --heap: `<node> --expose-gc bench/lib/heap-probe.ts <rest of the relay command>`. */
+const relayArgv = (): Array<string> => {
+  const [node = "node", ...rest] = splitCommand(RELAY)
+  return HEAP ? [node, "--expose-gc", "bench/lib/heap-probe.ts", ...rest] : [node, ...rest]
+}
+const heapMb = async (pid: number, port: number): Promise<number> => {
+  if (!HEAP) return Number.NaN
+  const probe = await probeHeap(pid, path.join(REPO_ROOT, "bench", "out", `stalled-rss-heap-${port}.json`))
+  return Math.round(probe.heapUsed / 104857.6) / 10
+}
 
 const rssMb = (pid: number): number => {
   let status: string
@@ -120,21 +142,20 @@ const scrapeCounters = async (port: number): Promise<Record<string, number>> => 
 const run = async (name: string, scenario: (base: string, progress: Progress) => Promise<Record<string, number>>) => {
   const port = await freePort()
   const metricsPort = await freePort()
+  process.env["HEAP_PROBE_FILE"] = path.join(REPO_ROOT, "bench", "out", `stalled-rss-heap-${port}.json`)
   const relay = await startServer(
     [
-      ...splitCommand(RELAY),
+      ...relayArgv(),
       "--listen",
       `127.0.0.1:${port}`,
-      "--metrics-listen",
-      `127.0.0.1:${metricsPort}`,
-      "--rate-limit-burst",
-      "0"
+      ...(BASELINE ? [] : ["--metrics-listen", `127.0.0.1:${metricsPort}`, "--rate-limit-burst", "0"])
     ],
     port,
     `bench/out/stalled-rss-${port}.log`
   )
   await sleep(500)
   const pid = relay.child.pid!
+  const heapBefore = await heapMb(pid, port)
   const before = rssMb(pid)
   let peak = before
   const sampler = setInterval(() => (peak = Math.max(peak, rssMb(pid))), 50)
@@ -150,9 +171,11 @@ const run = async (name: string, scenario: (base: string, progress: Progress) =>
   const result = await scenario(`ws://127.0.0.1:${port}`, progress)
   clearInterval(sampler)
   const after = rssMb(pid)
+  const heapAfter = HEAP ? await sleep(3000).then(() => heapMb(pid, port)) : Number.NaN // peers gone 3 s
   const counters = await scrapeCounters(metricsPort)
   await stopServer(relay)
   console.log(JSON.stringify({
+    server: BASELINE ? "baseline" : "relay",
     scenario: name,
     ...result,
     seconds: Math.round((Date.now() - started) / 100) / 10,
@@ -160,6 +183,7 @@ const run = async (name: string, scenario: (base: string, progress: Progress) =>
     ...checkpoints,
     rssPeakMB: peak,
     rssAfterMB: after,
+    ...(HEAP ? { heapBeforeGcMB: heapBefore, heapAfterGcMB: heapAfter } : {}),
     ...counters
   }))
 }

@@ -233,6 +233,11 @@ export class LoadWorker {
     if (--this.pending === 0) this.finished?.()
   }
 
+  /** Every connected socket (binaries, then phones), e.g. for counting heartbeat pings. */
+  sockets(): ReadonlyArray<WebSocket> {
+    return [...this.binaries, ...this.phones.map((p) => p.ws)]
+  }
+
   /** Frames resolved so far (for stall detection). */
   progress(): number {
     let n = 0
