@@ -5,6 +5,7 @@
 import * as Net from "node:net"
 import { describe, expect, it } from "vitest"
 import { startRelay } from "../support/RelayProcess.ts"
+import { rawUpgrade } from "../../bench/lib/raw.ts"
 import { dialBinary, dialPhone, eventually, sleep, upgradeStatus } from "../support/Peers.ts"
 
 const clientHeaders = (serverId: string, extra: Record<string, string> = {}) => ({
@@ -87,40 +88,11 @@ const frame = (opcode: number, fin: boolean, payload: Buffer): Buffer => {
   return Buffer.concat([Buffer.from([(fin ? 0x80 : 0) | opcode, 0x80 | payload.length]), mask, masked])
 }
 
-/** Opens a raw TCP socket and completes a phone or binary upgrade by hand. */
-const rawUpgrade = (port: number, path: string, headers: Record<string, string>): Promise<Net.Socket> =>
-  new Promise((resolve, reject) => {
-    const socket = Net.connect(port, "127.0.0.1", () => {
-      const lines = [
-        `GET ${path} HTTP/1.1`,
-        "Host: 127.0.0.1",
-        "Upgrade: websocket",
-        "Connection: Upgrade",
-        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
-        "Sec-WebSocket-Version: 13",
-        ...Object.entries(headers).map(([k, v]) => `${k}: ${v}`)
-      ]
-      socket.write(lines.join("\r\n") + "\r\n\r\n")
-    })
-    let head = Buffer.alloc(0)
-    const onData = (d: Buffer) => {
-      head = Buffer.concat([head, d])
-      const end = head.indexOf("\r\n\r\n")
-      if (end === -1) return
-      socket.off("data", onData)
-      if (!head.toString().startsWith("HTTP/1.1 101")) return reject(new Error(head.toString().split("\r\n")[0]))
-      const rest = head.subarray(end + 4)
-      if (rest.length > 0) socket.unshift(rest)
-      resolve(socket)
-    }
-    socket.on("data", onData)
-    socket.on("error", reject)
-  })
-
 /** Reads the close frame the relay sends: its code. */
 const closeCode = (socket: Net.Socket): Promise<number> =>
   new Promise((resolve) => {
     let buf = Buffer.alloc(0)
+    socket.resume()
     socket.on("data", (d: Buffer) => {
       buf = Buffer.concat([buf, d])
       while (buf.length >= 2) {
