@@ -12,6 +12,7 @@
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as FiberSet from "effect/FiberSet"
 import * as Layer from "effect/Layer"
@@ -207,7 +208,7 @@ const make = Effect.gen(function*() {
     yield* registry.closeAll(CloseCodes.ShuttingDown)
     const finished = yield* Effect.timeoutOption(FiberSet.awaitEmpty(sessions), config.drainTimeout)
     if (Option.isNone(finished)) {
-      yield* Log.warn("drain incomplete", { duration: `${sockets.size} connections left` })
+      yield* Log.warn("drain incomplete", { duration: Duration.format(config.drainTimeout) })
       for (const ws of sockets) ws.terminate()
     }
     yield* Log.info("shutdown complete")

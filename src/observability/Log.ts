@@ -29,7 +29,6 @@ export type LogEvent =
   | "shutdown started"
   | "shutdown complete"
   | "drain incomplete"
-  | "relay error"
 
 /** The allowlisted annotation keys (SPEC §11), plus boot-time config keys. */
 export interface LogFields {
