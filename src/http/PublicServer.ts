@@ -137,8 +137,10 @@ const make = Effect.gen(function*() {
       })
     })
 
-  const handleUpgrade = (req: Http.IncomingMessage, socket: Stream.Duplex, head: Buffer) =>
-    Effect.gen(function*() {
+  // Generator functions made once per server, not per connection (each `Effect.gen` call would
+  // give every suspended connection its own prototype).
+  const handleUpgrade = Effect.fnUntraced(
+    function*(req: Http.IncomingMessage, socket: Stream.Duplex, head: Buffer) {
       const endpoint = endpointOf(pathOf(req.url))
       if (endpoint === undefined) return rejectUpgrade(socket, 404)
       if (lifecycle.isDraining()) {
@@ -161,28 +163,35 @@ const make = Effect.gen(function*() {
       }
       // The cap slot is held for the handler's whole life, rejects and probe included (§7.2).
       return yield* Effect.ensuring(admitted(endpoint, req, socket, head), Effect.sync(admission.release))
-    })
+    }
+  )
 
-  const admitted = (endpoint: Endpoint, req: Http.IncomingMessage, socket: Stream.Duplex, head: Buffer) =>
-    Effect.gen(function*() {
+  const admitted = Effect.fnUntraced(
+    function*(endpoint: Endpoint, req: Http.IncomingMessage, socket: Stream.Duplex, head: Buffer) {
       if (!hasRequiredHeaders(endpoint, req.headers)) {
         yield* Metric.update(Metrics.upgradeAttempts[endpoint].reject_headers, 1)
         return rejectUpgrade(socket, 400)
       }
-      const serverId = headerValue(req.headers, "x-pyrycode-server")!
       const ws = yield* upgrade(req, socket, head)
       if (ws === undefined) return
       sockets.add(ws)
-      yield* Effect.scoped(Effect.gen(function*() {
-        const conn = yield* makeWsConnection(ws, { closeTimeout: config.closeTimeout, ledger })
-        yield* Effect.forkScoped(watchMessages(conn, config.messageTimeout))
-        if (endpoint === "server") {
-          yield* runBinary(conn, { serverId, version: headerValue(req.headers, "x-pyrycode-version")! })
-        } else {
-          yield* runPhone(conn, { serverId, deviceName: headerValue(req.headers, "x-pyrycode-device-name") })
-        }
-      })).pipe(Effect.ensuring(Effect.sync(() => sockets.delete(ws))))
-    })
+      yield* Effect.ensuring(session(endpoint, req, ws), Effect.sync(() => sockets.delete(ws)))
+    }
+  )
+
+  const session = Effect.fnUntraced(
+    function*(endpoint: Endpoint, req: Http.IncomingMessage, ws: WebSocket) {
+      const serverId = headerValue(req.headers, "x-pyrycode-server")!
+      const conn = yield* makeWsConnection(ws, { closeTimeout: config.closeTimeout, ledger })
+      yield* Effect.forkScoped(watchMessages(conn, config.messageTimeout))
+      if (endpoint === "server") {
+        yield* runBinary(conn, { serverId, version: headerValue(req.headers, "x-pyrycode-version")! })
+      } else {
+        yield* runPhone(conn, { serverId, deviceName: headerValue(req.headers, "x-pyrycode-device-name") })
+      }
+    },
+    Effect.scoped
+  )
 
   const requests = Scope.forkUnsafe(yield* Effect.scope, "parallel")
   const onRequest = yield* NodeHttpServer.makeHandler(app, { scope: requests })

@@ -12,7 +12,7 @@ import * as Log from "../observability/Log.ts"
 export type HeartbeatResult = "timeout" | "closed"
 
 /** Pings forever; returns when the peer missed a pong (after closing it) or the socket is gone. */
-export const heartbeat = (
+export const heartbeat: (
   conn: PeerConnection,
   options: {
     readonly interval: Duration.Duration
@@ -20,8 +20,9 @@ export const heartbeat = (
     /** Context for the `heartbeat timeout` log line (SPEC §11). */
     readonly fields?: Log.LogFields
   }
-): Effect.Effect<HeartbeatResult> =>
-  Effect.gen(function*() {
+) => Effect.Effect<HeartbeatResult> = Effect.fnUntraced(
+  // One generator function for every connection (Effect.gen per call costs a fresh prototype each).
+  function*(conn, options) {
     for (;;) {
       yield* Effect.sleep(options.interval)
       const pong = yield* conn.ping.pipe(
@@ -36,4 +37,5 @@ export const heartbeat = (
         return "timeout"
       }
     }
-  })
+  }
+)

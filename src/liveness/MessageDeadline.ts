@@ -10,8 +10,8 @@ import type { PeerConnection } from "../connection/PeerConnection.ts"
 
 export const MessageTimeout = { code: 1008, reason: "message timeout" } as const
 
-export const watchMessages = (conn: PeerConnection, timeout: Duration.Duration): Effect.Effect<void> =>
-  Effect.gen(function*() {
+export const watchMessages: (conn: PeerConnection, timeout: Duration.Duration) => Effect.Effect<void> = Effect
+  .fnUntraced(function*(conn: PeerConnection, timeout: Duration.Duration) {
     const limit = Duration.toMillis(timeout)
     for (;;) {
       const started = conn.messageStartedAt()

@@ -8,12 +8,15 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import type { PeerConnection } from "../connection/PeerConnection.ts"
 
-export const watchWrites = <A>(
+export const watchWrites: <A>(
   conn: PeerConnection,
   timeout: Duration.Duration,
   onStall: Effect.Effect<A>
-): Effect.Effect<A> =>
-  Effect.gen(function*() {
+) => Effect.Effect<A> = Effect.fnUntraced(function*<A>(
+  conn: PeerConnection,
+  timeout: Duration.Duration,
+  onStall: Effect.Effect<A>
+) {
     const limit = Duration.toMillis(timeout)
     for (;;) {
       if (conn.pendingBytes() === 0) {

@@ -46,8 +46,9 @@ const claimSlot = (binary: BinaryHandle) =>
     return (won ? "holder" : "rejected") satisfies ClaimOutcome
   })
 
-export const runBinary = (conn: PeerConnection, info: BinaryInfo) =>
-  Effect.scoped(Effect.gen(function*() {
+// One generator function for every binary (Effect.gen per call costs a fresh prototype each).
+export const runBinary = Effect.fnUntraced(
+  function*(conn: PeerConnection, info: BinaryInfo) {
     const registry = yield* Registry
     const config = yield* RelayConfig
     const binary: BinaryHandle = {
@@ -85,4 +86,6 @@ export const runBinary = (conn: PeerConnection, info: BinaryInfo) =>
     ))
     yield* forwardBinary(binary, registry)
     yield* conn.closed
-  }))
+  },
+  Effect.scoped
+)

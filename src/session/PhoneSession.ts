@@ -54,8 +54,9 @@ const sendCloseNotice = (registry: RegistryShape, phone: PhoneHandle) =>
     phone.servedBy.conn.send([closeNotice(phone.connId, code)])
   })
 
-export const runPhone = (conn: PeerConnection, info: PhoneInfo) =>
-  Effect.scoped(Effect.gen(function*() {
+// One generator function for every phone (Effect.gen per call costs a fresh prototype each).
+export const runPhone = Effect.fnUntraced(
+  function*(conn: PeerConnection, info: PhoneInfo) {
     const registry = yield* Registry
     const config = yield* RelayConfig
     const ledger = yield* Ledger
@@ -123,4 +124,6 @@ export const runPhone = (conn: PeerConnection, info: PhoneInfo) =>
       }
     }
     yield* conn.closed
-  }))
+  },
+  Effect.scoped
+)
