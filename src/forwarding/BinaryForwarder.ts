@@ -30,6 +30,8 @@ interface BatchReport {
   readonly drops: Map<Metrics.DropReason, number>
   readonly events: Array<Effect.Effect<void>>
   readonly overflowed: Array<readonly [PhoneHandle, CloseCode]>
+  /** Phones that accepted frames in this pass: their outboxes are flushed once at its end. */
+  readonly touched: Set<PhoneHandle>
 }
 
 const drop = (report: BatchReport, reason: Metrics.DropReason, frames = 1) =>
@@ -73,6 +75,7 @@ const route = (binary: BinaryHandle, registry: RegistryShape, text: string, repo
         phone.closedByBinary = true
         report.events.push(Log.info("phone closed by binary", { ...fields, conn_id: phone.connId, close_code: code }))
       }
+      if (result._tag === "Accepted") report.touched.add(phone)
       if (result._tag === "Overflow") {
         drop(report, "backlog_full", result.dropped)
         report.overflowed.push([phone, result.close])
@@ -84,8 +87,9 @@ const route = (binary: BinaryHandle, registry: RegistryShape, text: string, repo
 
 const routeBatch = (binary: BinaryHandle, registry: RegistryShape, batch: ReadonlyArray<string>) =>
   Effect.suspend(() => {
-    const report: BatchReport = { drops: new Map(), events: [], overflowed: [] }
+    const report: BatchReport = { drops: new Map(), events: [], overflowed: [], touched: new Set() }
     for (const text of batch) route(binary, registry, text, report)
+    for (const phone of report.touched) phone.outbox.flush()
     if (report.events.length === 0 && report.overflowed.length === 0) return Effect.void
     return Effect.gen(function*() {
       // Overflowed phones close once each, all at once; the binary reads on meanwhile.

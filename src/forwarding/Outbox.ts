@@ -41,6 +41,8 @@ const ACCEPTED: OfferResult = { _tag: "Accepted" }
 
 export interface Outbox {
   readonly offer: (frame: string | undefined, closeCode: number) => OfferResult
+  /** Writes the queue through at once when the writer is idle and the socket has room. */
+  readonly flush: () => void
   /** Stops accepting and drops everything pending (closes from outside act at once). Returns the number dropped. */
   readonly stop: (reason: StopReason) => number
   /** The writer: runs until the outbox stops, a directive closes the phone, or a write fails. */
@@ -80,7 +82,8 @@ export const make = (options: {
     wakeQueued = true
     queueMicrotask(() => {
       wakeQueued = false
-      wake()
+      // `flush` may have written everything meanwhile: nothing to wake the writer for.
+      if (queue.length > 0) wake()
     })
   }
 
@@ -114,17 +117,23 @@ export const make = (options: {
     queue.push({ frame, closeCode, cost })
     // A directive stops the outbox: later frames to this phone are refused (SPEC §2.3).
     if (closeCode !== 0) refusing = "closing"
-    if (closeCode === 0 && wakeWriter !== undefined && !failed && conn.pendingBytes() <= WRITE_HIGH_WATER) {
-      // The writer is idle and the socket has room: write through, in order, right now. Waking
-      // the writer fiber instead would cost an event-loop turn per frame's trip.
-      const batch = queue
-      queue = []
-      writeBatch(batch)
-      if (failed) wake()
-    } else {
-      wakeSoon()
-    }
+    wakeSoon()
     return ACCEPTED
+  }
+
+  /**
+   * Writes through what is queued, in order, right now — if the writer is idle, the socket has
+   * room and no directive is queued (a directive must wait for its flush: the writer's job).
+   * The binary forwarder calls it once per phone after a routing pass, so a batch of frames for
+   * one phone leaves as one write, without waking the writer fiber (an event-loop turn).
+   */
+  const flush = (): void => {
+    if (queue.length === 0 || wakeWriter === undefined || failed || conn.pendingBytes() > WRITE_HIGH_WATER) return
+    if (refusing === "closing") return
+    const batch = queue
+    queue = []
+    writeBatch(batch)
+    if (failed) wake()
   }
 
   /** The next batch: everything queued, in FIFO order; `undefined` once ended or a write failed. */
@@ -231,5 +240,5 @@ export const make = (options: {
       }))
   })
 
-  return { offer, stop, run, usedBytes: () => used }
+  return { offer, flush, stop, run, usedBytes: () => used }
 }

@@ -63,6 +63,22 @@ describe("outbox", () => {
       assert.isUndefined(writer.pollUnsafe())
     })))
 
+  it.effect("flush writes the queue through at once while the writer is idle, but never a directive", () =>
+    isolated(Effect.gen(function*() {
+      const { conn, outbox } = yield* setup({ writes: "stall" })
+      yield* startWriter(outbox)
+      outbox.offer("1", 0)
+      outbox.offer("2", 0)
+      outbox.flush()
+      assert.deepStrictEqual(conn.sent, ["1", "2"]) // synchronously, as one write
+      outbox.offer("3", 4000)
+      outbox.flush()
+      assert.deepStrictEqual(conn.sent, ["1", "2"]) // the directive is the writer's: it must wait for the flush
+      yield* settle
+      assert.deepStrictEqual(conn.sent, ["1", "2", "3"])
+      assert.strictEqual(conn.closeCalls.length, 0)
+    })))
+
   it.effect("a directive closes only after the frames queued before it were written", () =>
     isolated(Effect.gen(function*() {
       const { conn, ledger, outbox } = yield* setup({ writes: "stall" })
