@@ -40,7 +40,6 @@ import { runPhone } from "../session/PhoneSession.ts"
 import { clientIp } from "../limits/ClientIp.ts"
 import { ConnectionCaps } from "../limits/ConnectionCaps.ts"
 import { RateLimiter } from "../limits/RateLimiter.ts"
-import { watchMessages } from "../liveness/MessageDeadline.ts"
 import type { Endpoint } from "../observability/Metrics.ts"
 import { endpointOf, hasRequiredHeaders, headerValue, pathOf } from "./UpgradeGate.ts"
 import { bindPublic, closeServer, ListenError } from "./Listener.ts"
@@ -183,7 +182,6 @@ const make = Effect.gen(function*() {
     function*(endpoint: Endpoint, req: Http.IncomingMessage, ws: WebSocket) {
       const serverId = headerValue(req.headers, "x-pyrycode-server")!
       const conn = yield* makeWsConnection(ws, { closeTimeout: config.closeTimeout, ledger })
-      yield* Effect.forkScoped(watchMessages(conn, config.messageTimeout))
       if (endpoint === "server") {
         yield* runBinary(conn, { serverId, version: headerValue(req.headers, "x-pyrycode-version")! })
       } else {

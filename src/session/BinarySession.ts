@@ -13,7 +13,7 @@ import { binaryConnId } from "../domain/ConnId.ts"
 import { forwardBinary } from "../forwarding/BinaryForwarder.ts"
 import { probe } from "../liveness/ConflictProbe.ts"
 import { heartbeat } from "../liveness/Heartbeat.ts"
-import { watchWrites } from "../liveness/WriteWatchdog.ts"
+import { watchDeadlines } from "../liveness/Deadlines.ts"
 import * as Log from "../observability/Log.ts"
 import * as Metrics from "../observability/Metrics.ts"
 import type { BinaryHandle } from "../registry/Handles.ts"
@@ -76,14 +76,14 @@ export const runBinary = Effect.fnUntraced(
       timeout: config.heartbeatTimeout,
       fields: { server_id: binary.serverId, binary_conn_id: binary.connId }
     }))
-    yield* Effect.forkScoped(watchWrites(
-      conn,
-      config.writeTimeout,
-      Effect.andThen(
+    yield* Effect.forkScoped(watchDeadlines(conn, {
+      writeTimeout: config.writeTimeout,
+      messageTimeout: config.messageTimeout,
+      onWriteStall: Effect.andThen(
         Log.warn("write stalled", { server_id: binary.serverId, binary_conn_id: binary.connId }),
         conn.terminate
       )
-    ))
+    }))
     yield* forwardBinary(binary, registry)
     yield* conn.closed
   },

@@ -15,7 +15,7 @@ import { closeNotice, envelopePrefix } from "../domain/Envelope.ts"
 import * as Outbox from "../forwarding/Outbox.ts"
 import { forwardPhone, type PhoneForwardError } from "../forwarding/PhoneForwarder.ts"
 import { heartbeat } from "../liveness/Heartbeat.ts"
-import { watchWrites } from "../liveness/WriteWatchdog.ts"
+import { watchDeadlines } from "../liveness/Deadlines.ts"
 import * as Log from "../observability/Log.ts"
 import * as Metrics from "../observability/Metrics.ts"
 import type { PhoneHandle } from "../registry/Handles.ts"
@@ -97,17 +97,17 @@ export const runPhone = Effect.fnUntraced(
       timeout: config.heartbeatTimeout,
       fields: { server_id: info.serverId, conn_id: phone.connId }
     }))
-    yield* Effect.forkScoped(watchWrites(
-      conn,
-      config.writeTimeout,
-      Effect.gen(function*() {
+    yield* Effect.forkScoped(watchDeadlines(conn, {
+      writeTimeout: config.writeTimeout,
+      messageTimeout: config.messageTimeout,
+      onWriteStall: Effect.gen(function*() {
         const dropped = outbox.stop("phone_write_failed")
         yield* Metric.update(Metrics.framesDropped.phone_write_failed, dropped)
         yield* Log.warn("write stalled", { server_id: info.serverId, conn_id: phone.connId })
         yield* conn.close(CloseCodes.PhoneWriteFailed)
         yield* conn.terminate
       })
-    ))
+    }))
 
     const forwarded = yield* Effect.exit(forwardPhone(phone, {
       registry,

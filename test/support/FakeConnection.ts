@@ -42,6 +42,9 @@ export interface FakeConnection extends PeerConnection {
   readonly flush: (bytes?: number) => void
   /** The peer ends the connection with `code` (1005: no code, 1006: dropped). */
   readonly peerClose: (code?: number) => void
+  /** The peer sent the first bytes of a message (stamped from the Effect Clock) / completed it. */
+  readonly beginMessage: () => void
+  readonly endMessage: () => void
 }
 
 const byteLength = (text: string): number => Buffer.byteLength(text)
@@ -68,6 +71,7 @@ export const makeFakeConnection = (options: {
     let pings = 0
     let lastProgressAt = clock.currentTimeMillisUnsafe()
     const tracker = makeFlushTracker()
+    let messageStartedAt: number | undefined
 
     const settle = (waiters: Set<(ok: boolean) => void>, ok: boolean) => {
       const all = [...waiters]
@@ -110,6 +114,12 @@ export const makeFakeConnection = (options: {
       },
       flush,
       peerClose: (code = 1005) => end({ code, byRelay: false }),
+      beginMessage: () => {
+        messageStartedAt = clock.currentTimeMillisUnsafe()
+      },
+      endMessage: () => {
+        messageStartedAt = undefined
+      },
 
       messages: Stream.fromQueue(inbox),
       send: (texts, onFlushed) => {
@@ -157,7 +167,7 @@ export const makeFakeConnection = (options: {
         end({ code: 1006, byRelay: closedWith !== undefined })
       }),
       closed: Deferred.await(closedSignal),
-      messageStartedAt: () => undefined,
+      messageStartedAt: () => messageStartedAt,
       isOpen: () => !gone
     }
     return fake

@@ -11,7 +11,7 @@ import { TestClock } from "effect/testing"
 import * as CloseCodes from "../../src/domain/CloseCodes.ts"
 import { probe } from "../../src/liveness/ConflictProbe.ts"
 import { heartbeat } from "../../src/liveness/Heartbeat.ts"
-import { watchWrites } from "../../src/liveness/WriteWatchdog.ts"
+import { MessageTimeout, watchDeadlines } from "../../src/liveness/Deadlines.ts"
 import { settle } from "../support/Core.ts"
 import { makeFakeConnection } from "../support/FakeConnection.ts"
 
@@ -110,11 +110,15 @@ describe("heartbeat", () => {
     }))
 })
 
-describe("write watchdog", () => {
-  const watch = (conn: Parameters<typeof watchWrites>[0]) =>
+describe("write deadline", () => {
+  const watch = (conn: Parameters<typeof watchDeadlines>[0]) =>
     Effect.gen(function*() {
       let stalls = 0
-      const fiber = yield* Effect.forkChild(watchWrites(conn, WRITE_TIMEOUT, Effect.sync(() => ++stalls)))
+      const fiber = yield* Effect.forkChild(watchDeadlines(conn, {
+        writeTimeout: WRITE_TIMEOUT,
+        messageTimeout: Duration.hours(1),
+        onWriteStall: Effect.sync(() => ++stalls)
+      }))
       yield* settle
       return { fiber, stalls: () => stalls }
     })
@@ -168,6 +172,41 @@ describe("write watchdog", () => {
       }
       yield* TestClock.adjust("10 minutes")
       assert.strictEqual(stalls(), 0)
+      assert.isUndefined(fiber.pollUnsafe())
+      yield* Fiber.interrupt(fiber)
+    }))
+})
+
+describe("message deadline", () => {
+  const watch = (conn: Parameters<typeof watchDeadlines>[0]) =>
+    Effect.forkChild(watchDeadlines(conn, {
+      writeTimeout: WRITE_TIMEOUT,
+      messageTimeout: Duration.seconds(30),
+      onWriteStall: Effect.void
+    }))
+
+  it.effect("a started message not completed in 30 s closes 1008, not before", () =>
+    Effect.gen(function*() {
+      const conn = yield* makeFakeConnection()
+      yield* watch(conn)
+      yield* TestClock.adjust("7 seconds")
+      conn.beginMessage() // t = 7 s
+      yield* TestClock.adjust("29999 millis")
+      assert.strictEqual(conn.closeCalls.length, 0)
+      yield* TestClock.adjust("1 millis") // t = 37 s
+      assert.deepStrictEqual(conn.closeCalls, [MessageTimeout])
+    }))
+
+  it.effect("idle time between messages is unbounded; a completed message clears the deadline", () =>
+    Effect.gen(function*() {
+      const conn = yield* makeFakeConnection()
+      const fiber = yield* watch(conn)
+      yield* TestClock.adjust("10 minutes")
+      conn.beginMessage()
+      yield* TestClock.adjust("29 seconds")
+      conn.endMessage()
+      yield* TestClock.adjust("10 minutes")
+      assert.strictEqual(conn.closeCalls.length, 0)
       assert.isUndefined(fiber.pollUnsafe())
       yield* Fiber.interrupt(fiber)
     }))
