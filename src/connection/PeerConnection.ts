@@ -36,6 +36,10 @@ export interface PeerConnection {
   readonly lastProgressAt: () => number
   /** Sends a WebSocket ping; succeeds on the next pong, fails if the socket closes first. */
   readonly ping: Effect.Effect<void, ConnectionLost>
+  /** Sends a WebSocket ping without waiting (the heartbeat polls `pongs`); `false` if not open. */
+  readonly sendPing: () => boolean
+  /** How many pongs arrived so far. */
+  readonly pongs: () => number
   /**
    * Starts the close handshake with this code and reason, at once (not queued behind pending
    * writes). Idempotent: the first close wins. A peer that does not answer within the close

@@ -188,7 +188,16 @@ export const makeWsConnection = (
       ws.ping()
       return Effect.sync(() => pongWaiters.delete(waiter))
     })
-    ws.on("pong", () => settlePongs(true))
+    let pongs = 0
+    ws.on("pong", () => {
+      pongs++
+      settlePongs(true)
+    })
+    const sendPing = (): boolean => {
+      if (gone || ws.readyState !== WebSocket.OPEN) return false
+      ws.ping()
+      return true
+    }
     ws.on("error", () => {})
     ws.on("close", (code: number) => {
       gone = true
@@ -231,6 +240,8 @@ export const makeWsConnection = (
       pendingBytes: tracker.pending,
       lastProgressAt: () => lastProgressAt,
       ping,
+      sendPing,
+      pongs: () => pongs,
       close,
       terminate,
       closed: Deferred.await(closedSignal),

@@ -12,8 +12,7 @@ import * as CloseCodes from "../domain/CloseCodes.ts"
 import { binaryConnId } from "../domain/ConnId.ts"
 import { forwardBinary } from "../forwarding/BinaryForwarder.ts"
 import { probe } from "../liveness/ConflictProbe.ts"
-import { heartbeat } from "../liveness/Heartbeat.ts"
-import { watchDeadlines } from "../liveness/Deadlines.ts"
+import { watchConnection } from "../liveness/ConnectionWatch.ts"
 import * as Log from "../observability/Log.ts"
 import * as Metrics from "../observability/Metrics.ts"
 import type { BinaryHandle } from "../registry/Handles.ts"
@@ -71,12 +70,10 @@ export const runBinary = Effect.fnUntraced(
     yield* Metric.update(Metrics.upgradeAttempts.server.accept, 1)
     yield* Effect.addFinalizer(() => registry.release(binary))
 
-    yield* Effect.forkScoped(heartbeat(conn, {
-      interval: config.heartbeatInterval,
-      timeout: config.heartbeatTimeout,
-      fields: { server_id: binary.serverId, binary_conn_id: binary.connId }
-    }))
-    yield* Effect.forkScoped(watchDeadlines(conn, {
+    yield* Effect.forkScoped(watchConnection(conn, {
+      heartbeatInterval: config.heartbeatInterval,
+      heartbeatTimeout: config.heartbeatTimeout,
+      fields: { server_id: binary.serverId, binary_conn_id: binary.connId },
       writeTimeout: config.writeTimeout,
       messageTimeout: config.messageTimeout,
       onWriteStall: Effect.andThen(

@@ -14,8 +14,7 @@ import * as CloseCodes from "../domain/CloseCodes.ts"
 import { closeNotice, envelopePrefix } from "../domain/Envelope.ts"
 import * as Outbox from "../forwarding/Outbox.ts"
 import { forwardPhone, type PhoneForwardError } from "../forwarding/PhoneForwarder.ts"
-import { heartbeat } from "../liveness/Heartbeat.ts"
-import { watchDeadlines } from "../liveness/Deadlines.ts"
+import { watchConnection } from "../liveness/ConnectionWatch.ts"
 import * as Log from "../observability/Log.ts"
 import * as Metrics from "../observability/Metrics.ts"
 import type { PhoneHandle } from "../registry/Handles.ts"
@@ -92,12 +91,10 @@ export const runPhone = Effect.fnUntraced(
     )
 
     yield* Effect.forkScoped(outbox.run)
-    yield* Effect.forkScoped(heartbeat(conn, {
-      interval: config.heartbeatInterval,
-      timeout: config.heartbeatTimeout,
-      fields: { server_id: info.serverId, conn_id: phone.connId }
-    }))
-    yield* Effect.forkScoped(watchDeadlines(conn, {
+    yield* Effect.forkScoped(watchConnection(conn, {
+      heartbeatInterval: config.heartbeatInterval,
+      heartbeatTimeout: config.heartbeatTimeout,
+      fields: { server_id: info.serverId, conn_id: phone.connId },
       writeTimeout: config.writeTimeout,
       messageTimeout: config.messageTimeout,
       onWriteStall: Effect.gen(function*() {

@@ -72,6 +72,7 @@ export const makeFakeConnection = (options: {
     let lastProgressAt = clock.currentTimeMillisUnsafe()
     const tracker = makeFlushTracker()
     let messageStartedAt: number | undefined
+    let pongs = 0
 
     const settle = (waiters: Set<(ok: boolean) => void>, ok: boolean) => {
       const all = [...waiters]
@@ -168,6 +169,13 @@ export const makeFakeConnection = (options: {
       }),
       closed: Deferred.await(closedSignal),
       messageStartedAt: () => messageStartedAt,
+      sendPing: () => {
+        pings++
+        if (gone) return false
+        if (fake.answersPings) pongs++
+        return true
+      },
+      pongs: () => pongs,
       isOpen: () => !gone
     }
     return fake

@@ -10,20 +10,30 @@ import * as References from "effect/References"
 import { TestClock } from "effect/testing"
 import * as CloseCodes from "../../src/domain/CloseCodes.ts"
 import { probe } from "../../src/liveness/ConflictProbe.ts"
-import { heartbeat } from "../../src/liveness/Heartbeat.ts"
-import { MessageTimeout, watchDeadlines } from "../../src/liveness/Deadlines.ts"
+import { MessageTimeout, watchConnection, type WatchOptions } from "../../src/liveness/ConnectionWatch.ts"
 import { settle } from "../support/Core.ts"
 import { makeFakeConnection } from "../support/FakeConnection.ts"
 
-const HEARTBEAT = { interval: Duration.seconds(30), timeout: Duration.seconds(30) }
 const WRITE_TIMEOUT = Duration.seconds(10)
+const FOREVER = Duration.hours(24)
+
+/** The connection watch with SPEC defaults for the heartbeat and the other two deadlines off. */
+const heartbeat = (conn: Parameters<typeof watchConnection>[0], options: Partial<WatchOptions<void>> = {}) =>
+  watchConnection(conn, {
+    heartbeatInterval: Duration.seconds(30),
+    heartbeatTimeout: Duration.seconds(30),
+    writeTimeout: FOREVER,
+    messageTimeout: FOREVER,
+    onWriteStall: Effect.void,
+    ...options
+  })
 const PROBE_TIMEOUT = Duration.seconds(10)
 
 describe("heartbeat", () => {
   it.effect("closes an unresponsive peer 1011 heartbeat timeout after interval + timeout, not before", () =>
     Effect.gen(function*() {
       const conn = yield* makeFakeConnection({ answersPings: false })
-      const fiber = yield* Effect.forkChild(heartbeat(conn, HEARTBEAT))
+      const fiber = yield* Effect.forkChild(heartbeat(conn))
 
       yield* TestClock.adjust("29999 millis")
       assert.strictEqual(conn.pings(), 0)
@@ -36,7 +46,7 @@ describe("heartbeat", () => {
       yield* TestClock.adjust("1 millis")
       assert.deepStrictEqual(conn.closeCalls, [CloseCodes.HeartbeatTimeout])
       assert.strictEqual(conn.closedWith()?.reason, "heartbeat timeout")
-      assert.strictEqual(yield* Fiber.join(fiber), "timeout")
+      assert.strictEqual(yield* Fiber.join(fiber), "heartbeat timeout")
     }))
 
   it.effect("a heartbeat timeout is logged with the connection's fields", () =>
@@ -51,12 +61,12 @@ describe("heartbeat", () => {
       })
       const conn = yield* makeFakeConnection({ answersPings: false })
       const fiber = yield* Effect.forkChild(
-        heartbeat(conn, { ...HEARTBEAT, fields: { server_id: "s", conn_id: "client-s-00000000" } }).pipe(
+        heartbeat(conn, { fields: { server_id: "s", conn_id: "client-s-00000000" } }).pipe(
           Effect.provideService(Logger.CurrentLoggers, new Set([capture]))
         )
       )
       yield* TestClock.adjust("60 seconds")
-      assert.strictEqual(yield* Fiber.join(fiber), "timeout")
+      assert.strictEqual(yield* Fiber.join(fiber), "heartbeat timeout")
       assert.deepStrictEqual(lines, [{
         message: "heartbeat timeout",
         level: "Info",
@@ -67,7 +77,7 @@ describe("heartbeat", () => {
   it.effect("a responsive peer survives many cycles", () =>
     Effect.gen(function*() {
       const conn = yield* makeFakeConnection({ answersPings: true })
-      const fiber = yield* Effect.forkChild(heartbeat(conn, HEARTBEAT))
+      const fiber = yield* Effect.forkChild(heartbeat(conn))
       for (let i = 0; i < 20; i++) yield* TestClock.adjust("30 seconds")
       assert.strictEqual(conn.pings(), 20)
       assert.strictEqual(conn.closeCalls.length, 0)
@@ -78,7 +88,7 @@ describe("heartbeat", () => {
   it.effect("a peer that stops answering is closed one interval + timeout after its last pong", () =>
     Effect.gen(function*() {
       const conn = yield* makeFakeConnection({ answersPings: true })
-      yield* Effect.forkChild(heartbeat(conn, HEARTBEAT))
+      yield* Effect.forkChild(heartbeat(conn))
       yield* TestClock.adjust("90 seconds") // pongs at 30, 60, 90
       conn.answersPings = false
       yield* TestClock.adjust("59999 millis")
@@ -90,7 +100,7 @@ describe("heartbeat", () => {
   it.effect("a cancelled heartbeat never closes", () =>
     Effect.gen(function*() {
       const conn = yield* makeFakeConnection({ answersPings: false })
-      const fiber = yield* Effect.forkChild(heartbeat(conn, HEARTBEAT))
+      const fiber = yield* Effect.forkChild(heartbeat(conn))
       yield* TestClock.adjust("45 seconds") // a ping is outstanding
       assert.strictEqual(conn.pings(), 1)
       yield* Fiber.interrupt(fiber)
@@ -102,21 +112,24 @@ describe("heartbeat", () => {
   it.effect("a socket that is gone ends the heartbeat without a close", () =>
     Effect.gen(function*() {
       const conn = yield* makeFakeConnection({ answersPings: false })
-      const fiber = yield* Effect.forkChild(heartbeat(conn, HEARTBEAT))
+      const fiber = yield* Effect.forkChild(heartbeat(conn))
       yield* TestClock.adjust("40 seconds")
       conn.peerClose(1006)
+      yield* TestClock.adjust("20 seconds") // noticed at the next check, the pong deadline
       assert.strictEqual(yield* Fiber.join(fiber), "closed")
       assert.strictEqual(conn.closeCalls.length, 0)
     }))
 })
 
 describe("write deadline", () => {
-  const watch = (conn: Parameters<typeof watchDeadlines>[0]) =>
+  const watch = (conn: Parameters<typeof watchConnection>[0]) =>
     Effect.gen(function*() {
       let stalls = 0
-      const fiber = yield* Effect.forkChild(watchDeadlines(conn, {
+      const fiber = yield* Effect.forkChild(watchConnection(conn, {
+        heartbeatInterval: FOREVER,
+        heartbeatTimeout: FOREVER,
         writeTimeout: WRITE_TIMEOUT,
-        messageTimeout: Duration.hours(1),
+        messageTimeout: FOREVER,
         onWriteStall: Effect.sync(() => ++stalls)
       }))
       yield* settle
@@ -133,7 +146,7 @@ describe("write deadline", () => {
       assert.strictEqual(stalls(), 0)
       yield* TestClock.adjust("1 millis")
       assert.strictEqual(stalls(), 1)
-      assert.strictEqual(yield* Fiber.join(fiber), 1)
+      assert.strictEqual(yield* Fiber.join(fiber), "write stalled")
     }))
 
   it.effect("the deadline runs from the send that made bytes pending", () =>
@@ -178,8 +191,10 @@ describe("write deadline", () => {
 })
 
 describe("message deadline", () => {
-  const watch = (conn: Parameters<typeof watchDeadlines>[0]) =>
-    Effect.forkChild(watchDeadlines(conn, {
+  const watch = (conn: Parameters<typeof watchConnection>[0]) =>
+    Effect.forkChild(watchConnection(conn, {
+      heartbeatInterval: FOREVER,
+      heartbeatTimeout: FOREVER,
       writeTimeout: WRITE_TIMEOUT,
       messageTimeout: Duration.seconds(30),
       onWriteStall: Effect.void
@@ -209,6 +224,30 @@ describe("message deadline", () => {
       assert.strictEqual(conn.closeCalls.length, 0)
       assert.isUndefined(fiber.pollUnsafe())
       yield* Fiber.interrupt(fiber)
+    }))
+})
+
+describe("one watch for all three", () => {
+  it.effect("a peer that answers every ping but never reads is still ended by the write deadline", () =>
+    Effect.gen(function*() {
+      const conn = yield* makeFakeConnection({ writes: "stall", answersPings: true })
+      let stalls = 0
+      const fiber = yield* Effect.forkChild(watchConnection(conn, {
+        heartbeatInterval: Duration.seconds(3),
+        heartbeatTimeout: Duration.seconds(3),
+        writeTimeout: WRITE_TIMEOUT,
+        messageTimeout: Duration.seconds(30),
+        onWriteStall: Effect.sync(() => ++stalls)
+      }))
+      yield* TestClock.adjust("5 seconds")
+      conn.send(["x"]) // t = 5 s, never flushed
+      yield* TestClock.adjust("9999 millis")
+      assert.strictEqual(stalls, 0)
+      assert.isAtLeast(conn.pings(), 4) // the heartbeat kept running meanwhile
+      yield* TestClock.adjust("1 millis") // t = 15 s
+      assert.strictEqual(stalls, 1)
+      assert.strictEqual(yield* Fiber.join(fiber), "write stalled")
+      assert.strictEqual(conn.closeCalls.length, 0)
     }))
 })
 
