@@ -56,7 +56,13 @@ export const runBinary = Effect.fnUntraced(
       version: info.version,
       conn
     }
-    const outcome = yield* claimSlot(binary)
+    // The claim is a resource: holding the slot and arming its release happen as one step, so an
+    // interruption can never leave a claimed slot without a release (the probe inside races the
+    // drain, so this never holds a shutdown up).
+    const outcome = yield* Effect.acquireRelease(
+      claimSlot(binary),
+      (outcome) => (outcome === "holder" ? registry.release(binary) : Effect.void)
+    )
     if (outcome !== "holder") {
       if (outcome === "rejected") {
         yield* Metric.update(Metrics.upgradeAttempts.server.reject_409, 1)
@@ -68,7 +74,6 @@ export const runBinary = Effect.fnUntraced(
       return
     }
     yield* Metric.update(Metrics.upgradeAttempts.server.accept, 1)
-    yield* Effect.addFinalizer(() => registry.release(binary))
 
     yield* Effect.forkScoped(watchConnection(conn, {
       heartbeatInterval: config.heartbeatInterval,

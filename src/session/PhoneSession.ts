@@ -61,16 +61,21 @@ export const runPhone = Effect.fnUntraced(
     const ledger = yield* Ledger
     const outbox = Outbox.make({ conn, budget: config.phoneOutboxBytes, ledger })
 
-    const registered = yield* Effect.exit(registry.registerPhone(info.serverId, (connId, servedBy) => ({
-      connId,
-      serverId: info.serverId,
-      deviceName: info.deviceName,
-      servedBy,
-      conn,
-      outbox,
-      envelopePrefix: envelopePrefix(connId),
-      closedByBinary: false
-    })))
+    // The registration is a resource: registering and arming its release (close notice, then
+    // unregister) happen as one step, so an interruption can never leak a registered phone.
+    const registered = yield* Effect.exit(Effect.acquireRelease(
+      registry.registerPhone(info.serverId, (connId, servedBy) => ({
+        connId,
+        serverId: info.serverId,
+        deviceName: info.deviceName,
+        servedBy,
+        conn,
+        outbox,
+        envelopePrefix: envelopePrefix(connId),
+        closedByBinary: false
+      })),
+      (phone) => Effect.andThen(sendCloseNotice(registry, phone), registry.unregisterPhone(phone))
+    ))
     if (Exit.isFailure(registered)) {
       const error = registered.cause.reasons.find((r) => r._tag === "Fail")?.error
       const noServer = error?._tag === "NoServer"
@@ -86,9 +91,6 @@ export const runPhone = Effect.fnUntraced(
     }
     const phone = registered.value
     yield* Metric.update(Metrics.upgradeAttempts.client.accept, 1)
-    yield* Effect.addFinalizer(() =>
-      Effect.andThen(sendCloseNotice(registry, phone), registry.unregisterPhone(phone))
-    )
 
     yield* Effect.forkScoped(outbox.run)
     yield* Effect.forkScoped(watchConnection(conn, {
