@@ -23,15 +23,8 @@ import { PrometheusExport } from "../observability/PrometheusExport.ts"
 /** The Prometheus text exposition format, version 0.0.4 (SPEC §8.1). */
 export const METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-const OCTET = "(?:25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)"
-const LOOPBACK_V4 = new RegExp(`^127\\.${OCTET}\\.${OCTET}\\.${OCTET}$`)
-
-/**
- * Whether `host` is a loopback IP literal the metrics listener may bind (SPEC §1.1):
- * `127.x.y.z` with decimal octets 0–255 (no leading zeros, which some resolvers read as octal),
- * or `::1` (without brackets). Names such as `localhost` are refused: they resolve at bind time.
- */
-export const isLoopbackLiteral = (host: string): boolean => host === "::1" || LOOPBACK_V4.test(host)
+/** The one check the CLI applies to `--metrics-listen` (re-exported here, where it matters). */
+export { isLoopbackLiteral } from "../config/Units.ts"
 
 /** The metrics listener could not bind its address (SPEC §9: the relay exits 1). */
 export class MetricsListenError extends Schema.TaggedError<MetricsListenError>()("MetricsListenError", {
