@@ -14,6 +14,7 @@
 import { fork } from "node:child_process"
 import { performance } from "node:perf_hooks"
 import { parseArgs } from "node:util"
+import { makeArgChecks } from "./lib/args.ts"
 import { parseFlushMode, setFlushMode } from "./lib/batch.ts"
 import { LoadWorker, type WorkerOpts, type WorkerResult } from "./lib/loadworker.ts"
 import { mergeSorted, percentile, round } from "./lib/stats.ts"
@@ -37,18 +38,8 @@ const { values } = parseArgs({
   strict: true
 })
 
-const fail = (msg: string): never => {
-  process.stderr.write(`loadgen: ${msg}\n`)
-  process.exit(2)
-}
-
-const int = (name: string, v: string, min: number): number => {
-  const n = Number(v)
-  return Number.isInteger(n) && n >= min ? n : fail(`--${name} must be an integer >= ${min} (got ${v})`)
-}
-
-const url = values.url ?? fail("--url ws://127.0.0.1:PORT is required")
-if (!/^ws:\/\/127\.0\.0\.1:\d+$/.test(url)) fail(`--url must be ws://127.0.0.1:PORT (got ${url})`)
+const { int, loopbackUrl } = makeArgChecks("loadgen")
+const url = loopbackUrl(values.url)
 const opts: WorkerOpts = {
   url,
   servers: int("servers", values.servers, 1),

@@ -13,6 +13,7 @@ import { randomBytes } from "node:crypto"
 import { performance } from "node:perf_hooks"
 import { parseArgs } from "node:util"
 import type { WebSocket } from "ws"
+import { makeArgChecks } from "./lib/args.ts"
 import { binaryHeaders, openSocket, phoneHeaders, pool } from "./lib/dial.ts"
 import { mergeSorted, percentile, round } from "./lib/stats.ts"
 
@@ -27,17 +28,8 @@ const { values } = parseArgs({
   strict: true
 })
 
-const fail = (msg: string): never => {
-  process.stderr.write(`setup-rate: ${msg}\n`)
-  process.exit(2)
-}
-const int = (name: string, v: string, min: number): number => {
-  const n = Number(v)
-  return Number.isInteger(n) && n >= min ? n : fail(`--${name} must be an integer >= ${min} (got ${v})`)
-}
-
-const url = values.url ?? fail("--url ws://127.0.0.1:PORT is required")
-if (!/^ws:\/\/127\.0\.0\.1:\d+$/.test(url)) fail(`--url must be ws://127.0.0.1:PORT (got ${url})`)
+const { int, loopbackUrl } = makeArgChecks("setup-rate")
+const url = loopbackUrl(values.url)
 const servers = int("servers", values.servers, 1)
 const phones = int("phones", values.phones, 0)
 const concurrency = int("concurrency", values.concurrency, 1)

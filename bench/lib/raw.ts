@@ -5,20 +5,22 @@
  */
 import * as Net from "node:net"
 
+/** A WebSocket upgrade request head, with `extra` raw header lines appended. */
+export const upgradeHead = (path: string, headers: Record<string, string>, extra: ReadonlyArray<string> = []): string =>
+  [
+    `GET ${path} HTTP/1.1`,
+    "Host: 127.0.0.1",
+    "Upgrade: websocket",
+    "Connection: Upgrade",
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+    "Sec-WebSocket-Version: 13",
+    ...Object.entries(headers).map(([k, v]) => `${k}: ${v}`),
+    ...extra
+  ].join("\r\n") + "\r\n\r\n"
+
 export const rawUpgrade = (port: number, path: string, headers: Record<string, string>): Promise<Net.Socket> =>
   new Promise((resolve, reject) => {
-    const socket = Net.connect(port, "127.0.0.1", () => {
-      const lines = [
-        `GET ${path} HTTP/1.1`,
-        "Host: 127.0.0.1",
-        "Upgrade: websocket",
-        "Connection: Upgrade",
-        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
-        "Sec-WebSocket-Version: 13",
-        ...Object.entries(headers).map(([k, v]) => `${k}: ${v}`)
-      ]
-      socket.write(lines.join("\r\n") + "\r\n\r\n")
-    })
+    const socket = Net.connect(port, "127.0.0.1", () => socket.write(upgradeHead(path, headers)))
     let head = Buffer.alloc(0)
     const onData = (d: Buffer) => {
       head = Buffer.concat([head, d])

@@ -13,6 +13,7 @@
  * Hostile payloads are valid JSON / valid envelopes on purpose, so a relay that accepted the bad
  * frame would visibly forward it.
  */
+import { upgradeHead } from "../../bench/lib/raw.ts"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { dialBinary, dialPhone, eventually, type Peer } from "../support/Peers.ts"
 import {
@@ -400,18 +401,6 @@ describe("ping flood from a peer that never reads", () => {
 })
 
 describe("hostile upgrade requests", () => {
-  const upgradeHead = (path: string, headers: Record<string, string>, extra: Array<string>) =>
-    [
-      `GET ${path} HTTP/1.1`,
-      "Host: 127.0.0.1",
-      "Upgrade: websocket",
-      "Connection: Upgrade",
-      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
-      "Sec-WebSocket-Version: 13",
-      ...Object.entries(headers).map(([k, v]) => `${k}: ${v}`),
-      ...extra
-    ].join("\r\n") + "\r\n\r\n"
-
   const variants: Array<[string, Array<string>]> = [
     ["one 17 KiB header", [`X-Pad: ${"a".repeat(17 * 1024)}`]],
     ["64 KiB of headers", Array.from({ length: 64 }, (_, i) => `X-Pad-${i}: ${"b".repeat(1000)}`)],

@@ -7,20 +7,10 @@ import { afterEach, describe, expect, it } from "vitest"
 import WebSocket from "ws"
 import { rawUpgrade } from "../../bench/lib/raw.ts"
 import { dialBinary, dialPhone, eventually, type Peer, sleep } from "../support/Peers.ts"
-import { type RelayProcess, startRelay as startRelayProcess } from "../support/RelayProcess.ts"
+import { killTracked, type RelayProcess, startTrackedRelay as startRelay } from "../support/RelayProcess.ts"
 
-/** Every relay this file started: a failed test must not leave one running. */
-const running: Array<RelayProcess> = []
-const startRelay = async (...args: Parameters<typeof startRelayProcess>) => {
-  const relay = await startRelayProcess(...args)
-  running.push(relay)
-  return relay
-}
-afterEach(() => {
-  for (const relay of running.splice(0)) {
-    if (relay.child.exitCode === null && relay.child.signalCode === null) relay.child.kill("SIGKILL")
-  }
-})
+/** A failed test must not leave a relay running. */
+afterEach(killTracked)
 
 const logged = (relay: RelayProcess, event: string) => relay.logs.some((l) => l.includes(`"event":"${event}"`))
 

@@ -120,3 +120,19 @@ export const startRelay = async (flags: ReadonlyArray<string> = [], options: Run
     }
   }
 }
+
+/**
+ * `startRelay` that remembers the process, for files whose failing tests must not leave a relay
+ * running: call `killTracked` from `afterEach`.
+ */
+const tracked: Array<RelayProcess> = []
+export const startTrackedRelay = async (...args: Parameters<typeof startRelay>): Promise<RelayProcess> => {
+  const relay = await startRelay(...args)
+  tracked.push(relay)
+  return relay
+}
+export const killTracked = (): void => {
+  for (const relay of tracked.splice(0)) {
+    if (relay.child.exitCode === null && relay.child.signalCode === null) relay.child.kill("SIGKILL")
+  }
+}
