@@ -305,10 +305,10 @@ export const loadRelayConfig = (
       )
     }
     if (v.production) {
-      if (uid === 0) return yield* refuse(`${envName(PRODUCTION)}=1: refusing to run as root (uid 0)`)
       if (v.listen._tag === "None") {
         return yield* refuse(`${envName(PRODUCTION)}=1: --listen (or ${envName("listen")}) must be given explicitly`)
       }
+      if (uid === 0) return yield* refuse(`${envName(PRODUCTION)}=1: refusing to run as root (uid 0)`)
     }
 
     const config: RelayConfigShape = {
