@@ -5,7 +5,7 @@
  * one batch (a microtask later); above a high-water mark of unread text the socket is paused
  * (TCP backpressure) and resumed once the forwarder caught up.
  * Writing: `send` hands frames to the socket synchronously; the socket stays corked until the
- * current batch of work is done, so the writes of one turn leave in one writev, and is uncorked
+ * current event-loop turn is done (`TurnEnd`), so the writes of one turn leave in one writev, and is uncorked
  * early every 64 KiB so flush progress stays visible to the write deadline. Flushes release bytes
  * from the relay-wide ledger and advance the progress clock.
  * Closing: `close` starts the handshake at once; a peer that does not answer within the close
@@ -27,6 +27,7 @@ import { makeFlushTracker } from "../connection/FlushTracker.ts"
 import type { CloseInfo, PeerConnection } from "../connection/PeerConnection.ts"
 import type { CloseCode } from "../domain/CloseCodes.ts"
 import { ConnectionLost } from "../domain/Errors.ts"
+import { atTurnEnd } from "./TurnEnd.ts"
 
 const READ_HIGH_WATER = 1024 * 1024
 const READ_LOW_WATER = 256 * 1024
@@ -149,7 +150,7 @@ export const makeWsConnection = (
       if (!corked) {
         corked = true
         socket.cork()
-        queueMicrotask(uncork)
+        atTurnEnd(uncork)
       }
       let bytes = 0
       for (const text of texts) {
