@@ -16,18 +16,19 @@ export interface CloseInfo {
 
 export interface PeerConnection {
   /**
-   * Incoming messages as text, in order, in the batches that arrived together. Ends when the
-   * connection closes; never fails. A binary-opcode message that is not UTF-8 arrives as `""`
-   * (invalid JSON to both forwarders) so no byte is ever altered.
+   * Incoming messages as their UTF-8 bytes, in order, in the batches that arrived together. Ends
+   * when the connection closes; never fails. A binary-opcode message that is not UTF-8 arrives
+   * empty (invalid JSON to both forwarders) so no byte is ever altered.
    */
-  readonly messages: Stream.Stream<string>
+  readonly messages: Stream.Stream<Buffer>
   /**
-   * Hands `texts` to the socket, in order, as text frames. Synchronous and never blocks; bytes
-   * count in `pendingBytes` until flushed to the OS. `false` when the socket is no longer open.
-   * `onFlushed` is called once, when every one of these texts is flushed (`true`) or the socket
-   * failed first (`false`).
+   * Hands `frames` (text, or its UTF-8 bytes) to the socket, in order, as text frames.
+   * Synchronous and never blocks; bytes count in `pendingBytes` until flushed to the OS. `false`
+   * when the socket is no longer open. `onFlushed` is called once, when every one of these frames
+   * is flushed (`true`) or the socket failed first (`false`). `bytes`, when given, is their total
+   * UTF-8 size (saves measuring them again).
    */
-  readonly send: (texts: ReadonlyArray<string>, onFlushed?: (ok: boolean) => void) => boolean
+  readonly send: (frames: ReadonlyArray<string | Buffer>, onFlushed?: (ok: boolean) => void, bytes?: number) => boolean
   /** Succeeds once everything sent so far is flushed; fails if the socket fails or closes first. */
   readonly flushed: Effect.Effect<void, ConnectionLost>
   /** Bytes handed to `send` and not yet flushed. */

@@ -6,11 +6,17 @@
  * of the `frame` value with a small scanner, so the phone receives the bytes its binary sent.
  */
 
-/** `{"conn_id":"<id>","frame":` — computed once per phone; the id is JSON-escaped (server-ids are attacker-controlled). */
-export const envelopePrefix = (connId: string): string => `{"conn_id":${JSON.stringify(connId)},"frame":`
+/** `{"conn_id":"<id>","frame":` as UTF-8 — computed once per phone; the id is JSON-escaped (server-ids are attacker-controlled). */
+export const envelopePrefix = (connId: string): Buffer => Buffer.from(`{"conn_id":${JSON.stringify(connId)},"frame":`)
 
-/** The envelope for one phone message. `text` must already be valid JSON. */
-export const wrap = (prefix: string, text: string): string => prefix + text + "}"
+const CLOSE_BRACE = Buffer.from("}")
+
+/**
+ * The envelope for one phone message: its bytes spliced between the prefix and `}` (one copy, no
+ * re-encoding). `message` must be UTF-8 of valid JSON.
+ */
+export const wrap = (prefix: Buffer, message: Buffer): Buffer =>
+  Buffer.concat([prefix, message, CLOSE_BRACE], prefix.length + message.length + 1)
 
 /** `{"conn_id":"<id>","close_code":<n>}` — exactly these two keys (§2.4). */
 export const closeNotice = (connId: string, code: number): string =>

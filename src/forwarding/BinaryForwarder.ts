@@ -37,7 +37,8 @@ interface BatchReport {
 const drop = (report: BatchReport, reason: Metrics.DropReason, frames = 1) =>
   report.drops.set(reason, (report.drops.get(reason) ?? 0) + frames)
 
-const route = (binary: BinaryHandle, registry: RegistryShape, text: string, report: BatchReport): void => {
+const route = (binary: BinaryHandle, registry: RegistryShape, message: Buffer, report: BatchReport): void => {
+  const text = message.toString()
   const decoded = decode(text)
   const fields = { server_id: binary.serverId, binary_conn_id: binary.connId }
   switch (decoded._tag) {
@@ -65,7 +66,10 @@ const route = (binary: BinaryHandle, registry: RegistryShape, text: string, repo
         report.events.push(Log.warn("close code replaced", { ...fields, conn_id: phone.connId, close_code: code }))
         code = 1011
       }
-      const result = phone.outbox.offer(decoded.frame, code)
+      // An all-ASCII envelope (as many bytes as characters) has an all-ASCII frame: its size is its length.
+      const frame = decoded.frame
+      const frameBytes = frame === undefined ? 0 : text.length === message.length ? frame.length : Buffer.byteLength(frame)
+      const result = phone.outbox.offer(frame, code, frameBytes)
       if (result._tag === "Refused") {
         if (decoded.frame !== undefined) drop(report, REFUSED_REASON[result.reason])
         report.events.push(Log.warn("envelope dropped", { ...fields, conn_id: phone.connId, reason: "outbox closed" }))
@@ -85,7 +89,7 @@ const route = (binary: BinaryHandle, registry: RegistryShape, text: string, repo
   }
 }
 
-const routeBatch = (binary: BinaryHandle, registry: RegistryShape, batch: ReadonlyArray<string>) =>
+const routeBatch = (binary: BinaryHandle, registry: RegistryShape, batch: ReadonlyArray<Buffer>) =>
   Effect.suspend(() => {
     const report: BatchReport = { drops: new Map(), events: [], overflowed: [], touched: new Set() }
     for (const text of batch) route(binary, registry, text, report)

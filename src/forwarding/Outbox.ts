@@ -40,7 +40,8 @@ export type OfferResult =
 const ACCEPTED: OfferResult = { _tag: "Accepted" }
 
 export interface Outbox {
-  readonly offer: (frame: string | undefined, closeCode: number) => OfferResult
+  /** `frameBytes`: the frame's UTF-8 size, when the caller already knows it. */
+  readonly offer: (frame: string | undefined, closeCode: number, frameBytes?: number) => OfferResult
   /** Writes the queue through at once when the writer is idle and the socket has room. */
   readonly flush: () => void
   /** Stops accepting and drops everything pending (closes from outside act at once). Returns the number dropped. */
@@ -100,9 +101,9 @@ export const make = (options: {
     return dropped
   }
 
-  const offer = (frame: string | undefined, closeCode: number): OfferResult => {
+  const offer = (frame: string | undefined, closeCode: number, frameBytes?: number): OfferResult => {
     if (refusing !== undefined) return { _tag: "Refused", reason: refusing }
-    const cost = (frame === undefined ? 0 : Buffer.byteLength(frame)) + ITEM_OVERHEAD
+    const cost = (frameBytes ?? (frame === undefined ? 0 : Buffer.byteLength(frame))) + ITEM_OVERHEAD
     if (used + cost > budget || !fits(ledger, cost)) {
       const dropped = stop("backlog_full") + 1
       return {
@@ -206,7 +207,7 @@ export const make = (options: {
       used -= cost
       return directive
     }
-    if (!conn.send(texts, onBatchFlushed(frames, bytes, cost))) {
+    if (!conn.send(texts, onBatchFlushed(frames, bytes, cost), bytes)) {
       used -= cost
       if (context !== undefined) Metrics.framesDropped.phone_write_failed.updateUnsafe(frames, context)
       failed = true

@@ -5,8 +5,8 @@
  * write only; any typed failure (no binary, invalid JSON, binary write refused) ends the stream,
  * and with it the phone's session.
  */
+import type * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
-import * as Metric from "effect/Metric"
 import * as Stream from "effect/Stream"
 import { type BufferLedger, fits } from "../connection/BufferLedger.ts"
 import { isJson, wrap } from "../domain/Envelope.ts"
@@ -24,60 +24,66 @@ export interface PhoneForwarderDeps {
   readonly binaryBudget: number
 }
 
-const countForwarded = (frames: number, bytes: number) =>
-  Effect.andThen(
-    Metric.update(Metrics.framesForwardedPhoneToBinary, frames),
-    Metric.update(Metrics.bytesForwardedPhoneToBinary, bytes)
-  )
-
-/** Writes envelopes to the binary holding the server-id now, as one ordered batch. */
+/** Writes envelopes to the binary that served this phone, as one ordered batch; counts on success. */
 const writeToBinary = (
   phone: PhoneHandle,
-  envelopes: ReadonlyArray<string>,
-  deps: PhoneForwarderDeps
-): Effect.Effect<void, NoBinary | BinaryWriteFailed> =>
-  Effect.suspend((): Effect.Effect<void, NoBinary | BinaryWriteFailed> => {
-    const binary = deps.registry.binaryFor(phone.serverId)
-    // Only the binary that served this phone, while the phone is still registered and that binary's
-    // socket is open: an evicted phone (reclaim, takeover) must never reach the new holder, whose
-    // daemon never saw its conn_id (SPEC §3.4); a binary already closing is as good as gone.
-    if (
-      binary === undefined || binary !== phone.servedBy || !binary.conn.isOpen() ||
-      deps.registry.phoneFor(phone.serverId, phone.connId) !== phone
-    ) return Effect.fail(new NoBinary({ frames: envelopes.length }))
-    let bytes = 0
-    for (const envelope of envelopes) bytes += Buffer.byteLength(envelope)
-    if (
-      binary.conn.pendingBytes() + bytes > deps.binaryBudget ||
-      !fits(deps.ledger, bytes) ||
-      !binary.conn.send(envelopes)
-    ) return Effect.fail(new BinaryWriteFailed({ frames: envelopes.length }))
-    return countForwarded(envelopes.length, bytes)
-  })
+  envelopes: ReadonlyArray<Buffer>,
+  bytes: number,
+  deps: PhoneForwarderDeps,
+  context: Context.Context<never>
+): Effect.Effect<void, NoBinary | BinaryWriteFailed> => {
+  const binary = deps.registry.binaryFor(phone.serverId)
+  // Only the binary that served this phone, while the phone is still registered and that binary's
+  // socket is open: an evicted phone (reclaim, takeover) must never reach the new holder, whose
+  // daemon never saw its conn_id (SPEC §3.4); a binary already closing is as good as gone.
+  if (
+    binary === undefined || binary !== phone.servedBy || !binary.conn.isOpen() ||
+    deps.registry.phoneFor(phone.serverId, phone.connId) !== phone
+  ) return Effect.fail(new NoBinary({ frames: envelopes.length }))
+  if (
+    binary.conn.pendingBytes() + bytes > deps.binaryBudget ||
+    !fits(deps.ledger, bytes) ||
+    !binary.conn.send(envelopes, undefined, bytes)
+  ) return Effect.fail(new BinaryWriteFailed({ frames: envelopes.length }))
+  Metrics.framesForwardedPhoneToBinary.updateUnsafe(envelopes.length, context)
+  Metrics.bytesForwardedPhoneToBinary.updateUnsafe(bytes, context)
+  return Effect.void
+}
 
-/** Forwards one read batch: the valid prefix is written (and counted), then the first failure ends it. */
+/**
+ * Forwards one read batch (pure up to the write): the valid prefix is written and counted, then
+ * the first invalid message ends the stream.
+ */
 const forwardBatch = (
   phone: PhoneHandle,
-  batch: ReadonlyArray<string>,
-  deps: PhoneForwarderDeps
-): Effect.Effect<void, PhoneForwardError> =>
-  Effect.suspend(() => {
-    const envelopes: Array<string> = []
-    let invalidAt = -1
-    for (let i = 0; i < batch.length; i++) {
-      const text = batch[i]!
-      if (!isJson(text)) {
-        invalidAt = i
-        break
-      }
-      envelopes.push(wrap(phone.envelopePrefix, text))
+  batch: ReadonlyArray<Buffer>,
+  deps: PhoneForwarderDeps,
+  context: Context.Context<never>
+): Effect.Effect<void, PhoneForwardError> => {
+  const envelopes: Array<Buffer> = []
+  let bytes = 0
+  let invalidAt = -1
+  for (let i = 0; i < batch.length; i++) {
+    const message = batch[i]!
+    if (!isJson(message.toString())) {
+      invalidAt = i
+      break
     }
-    const written = envelopes.length === 0 ? Effect.void : writeToBinary(phone, envelopes, deps)
-    return invalidAt === -1
-      ? written
-      : Effect.andThen(written, Effect.fail(new InvalidJson({ frames: batch.length - invalidAt })))
-  })
+    const envelope = wrap(phone.envelopePrefix, message)
+    bytes += envelope.length
+    envelopes.push(envelope)
+  }
+  const written = envelopes.length === 0 ? Effect.void : writeToBinary(phone, envelopes, bytes, deps, context)
+  return invalidAt === -1
+    ? written
+    : Effect.andThen(written, Effect.fail(new InvalidJson({ frames: batch.length - invalidAt })))
+}
 
-/** Runs until the phone's messages end (normal) or a typed failure ends the session. */
+/**
+ * Runs until the phone's messages end (normal) or a typed failure ends the session. Counters are
+ * updated through the forwarder's own context (its metric registry), synchronously per batch.
+ */
 export const forwardPhone = (phone: PhoneHandle, deps: PhoneForwarderDeps): Effect.Effect<void, PhoneForwardError> =>
-  Stream.runForEachArray(phone.conn.messages, (batch) => forwardBatch(phone, batch, deps))
+  Effect.contextWith((context: Context.Context<never>) =>
+    Stream.runForEachArray(phone.conn.messages, (batch) => forwardBatch(phone, batch, deps, context))
+  )

@@ -11,12 +11,13 @@
  * Closing: `close` starts the handshake at once; a peer that does not answer within the close
  * timeout is destroyed by a fiber in this connection's scope (time from `Clock`).
  */
+import type * as Arr from "effect/Array"
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Deferred from "effect/Deferred"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as Queue from "effect/Queue"
+import type * as Pull from "effect/Pull"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import { isUtf8 } from "node:buffer"
@@ -33,6 +34,8 @@ const READ_HIGH_WATER = 1024 * 1024
 const READ_LOW_WATER = 256 * 1024
 const CORK_RUN_BYTES = 64 * 1024
 const SEND_OPTIONS = { binary: false, compress: false, fin: true } as const
+const EMPTY = Buffer.alloc(0)
+const byteLength = (frame: string | Buffer): number => (typeof frame === "string" ? Buffer.byteLength(frame) : frame.length)
 
 /** The parts of `ws`'s receiver the message deadline reads. */
 interface ReceiverState {
@@ -51,7 +54,6 @@ export const makeWsConnection = (
     const { ledger } = options
     const socket = (ws as unknown as { _socket: Net.Socket })._socket
     const receiver = (ws as unknown as { _receiver: ReceiverState })._receiver
-    const inbox = yield* Queue.unbounded<string, Cause.Done>()
     const closedSignal = Deferred.makeUnsafe<CloseInfo>()
     const tracker = makeFlushTracker()
 
@@ -77,38 +79,70 @@ export const makeWsConnection = (
       else messageStartedAt ??= clock.currentTimeMillisUnsafe()
     })
 
+    // Arrived messages wait in `ready` until the forwarder pulls them; a forwarder waiting for
+    // messages is resumed with the batch directly. No queue: one array and one resume.
     let unread = 0
     let paused = false
-    let arrived: Array<string> = []
+    let arrived: Array<Buffer> = []
+    let ready: Array<Buffer> | undefined
+    let waiting: ((batch: Effect.Effect<Arr.NonEmptyReadonlyArray<Buffer>, Cause.Done>) => void) | undefined
+    let readEnded = false
+    /** The forwarder takes `batch`: its bytes no longer count as unread. */
+    const handOver = (batch: Arr.NonEmptyArray<Buffer>): Arr.NonEmptyArray<Buffer> => {
+      for (let i = 0; i < batch.length; i++) unread -= batch[i]!.length
+      if (paused && unread < READ_LOW_WATER) {
+        paused = false
+        ws.resume()
+      }
+      return batch
+    }
     const deliver = () => {
       const batch = arrived
       arrived = []
-      if (batch.length > 0) Queue.offerAllUnsafe(inbox, batch)
+      if (batch.length === 0) return
+      if (waiting !== undefined) {
+        const resume = waiting
+        waiting = undefined
+        resume(Effect.succeed(handOver(batch as Arr.NonEmptyArray<Buffer>)))
+      } else if (ready === undefined) ready = batch
+      else for (let i = 0; i < batch.length; i++) ready.push(batch[i]!)
+    }
+    const endReading = () => {
+      readEnded = true
+      const resume = waiting
+      waiting = undefined
+      resume?.(Cause.done())
     }
     ws.on("message", (data: Buffer, isBinary: boolean) => {
       // Once the relay started closing, nothing more is forwarded: read on only to see the reply.
       if (closeStartedByRelay) return
-      // A binary-opcode message that is not UTF-8 becomes "" (invalid JSON): never altered bytes.
-      const text = isBinary && !isUtf8(data) ? "" : data.toString("utf8")
-      unread += text.length
+      // A binary-opcode message that is not UTF-8 becomes empty (invalid JSON): never altered bytes.
+      const bytes = isBinary && !isUtf8(data) ? EMPTY : data
+      unread += bytes.length
       if (arrived.length === 0) queueMicrotask(deliver)
-      arrived.push(text)
+      arrived.push(bytes)
       if (!paused && unread > READ_HIGH_WATER) {
         paused = true
         ws.pause()
       }
     })
 
-    const messages = Stream.fromQueue(inbox).pipe(
-      Stream.mapArray((batch) => {
-        for (const text of batch) unread -= text.length
-        if (paused && unread < READ_LOW_WATER) {
-          paused = false
-          ws.resume()
-        }
-        return batch
+    const stopWaiting = Effect.sync(() => {
+      waiting = undefined
+    })
+    const pull: Pull.Pull<Arr.NonEmptyReadonlyArray<Buffer>> = Effect.suspend(() => {
+      if (ready !== undefined) {
+        const batch = ready as Arr.NonEmptyArray<Buffer>
+        ready = undefined
+        return Effect.succeed(handOver(batch))
+      }
+      if (readEnded) return Cause.done()
+      return Effect.callback<Arr.NonEmptyReadonlyArray<Buffer>, Cause.Done>((resume) => {
+        waiting = resume
+        return stopWaiting
       })
-    )
+    })
+    const messages: Stream.Stream<Buffer> = Stream.fromPull(Effect.succeed(pull))
 
     // --- writing -------------------------------------------------------------------------------
 
@@ -128,7 +162,7 @@ export const makeWsConnection = (
     let corked = false
     let run = 0
     let runBytes = 0
-    let runLast: string | undefined
+    let runLast: string | Buffer | undefined
     /** One flush callback per run: when its last frame is flushed, the whole run is. */
     const endRun = () => {
       if (runLast === undefined) return
@@ -144,7 +178,7 @@ export const makeWsConnection = (
       socket.uncork()
     }
 
-    const send = (texts: ReadonlyArray<string>, whenFlushed?: (ok: boolean) => void): boolean => {
+    const send = (frames: ReadonlyArray<string | Buffer>, whenFlushed?: (ok: boolean) => void, total?: number): boolean => {
       if (gone || ws.readyState !== WebSocket.OPEN) return false
       if (tracker.pending() === 0) lastProgressAt = clock.currentTimeMillisUnsafe()
       if (!corked) {
@@ -152,12 +186,15 @@ export const makeWsConnection = (
         socket.cork()
         atTurnEnd(uncork)
       }
+      // The caller usually knows the byte total; per-frame sizes matter only for long runs.
+      const sized = total === undefined || total >= CORK_RUN_BYTES
       let bytes = 0
-      for (const text of texts) {
-        const size = Buffer.byteLength(text)
+      for (let i = 0; i < frames.length; i++) {
+        const frame = frames[i]!
+        const size = sized ? byteLength(frame) : 0
         bytes += size
         if (runLast !== undefined) ws.send(runLast, SEND_OPTIONS)
-        runLast = text
+        runLast = frame
         runBytes += size
         run += size
         if (run >= CORK_RUN_BYTES) {
@@ -166,6 +203,11 @@ export const makeWsConnection = (
           socket.cork()
           run = 0
         }
+      }
+      if (!sized) {
+        bytes = total
+        runBytes += total
+        run += total
       }
       ledger.bytes += bytes
       tracker.sent(bytes, whenFlushed)
@@ -205,7 +247,7 @@ export const makeWsConnection = (
       failWrites()
       settlePongs(false)
       deliver()
-      Queue.endUnsafe(inbox)
+      endReading()
       Deferred.doneUnsafe(closedSignal, Effect.succeed({ code, byRelay: closeStartedByRelay }))
     })
 

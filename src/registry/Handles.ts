@@ -19,8 +19,8 @@ export interface PhoneHandle {
   readonly servedBy: BinaryHandle
   readonly conn: PeerConnection
   readonly outbox: Outbox
-  /** `{"conn_id":"…","frame":` for this phone, computed once. */
-  readonly envelopePrefix: string
+  /** `{"conn_id":"…","frame":` for this phone as UTF-8, computed once. */
+  readonly envelopePrefix: Buffer
   /** Set as soon as a close directive for this phone is accepted; suppresses the close notice. */
   closedByBinary: boolean
 }

@@ -28,7 +28,7 @@ export type WriteMode = "flush" | "stall" | "fail"
 export interface FakeConnection extends PeerConnection {
   writes: WriteMode
   answersPings: boolean
-  /** Texts accepted by `send`, in order (flushed or still pending). */
+  /** Frames accepted by `send`, as text, in order (flushed or still pending). */
   readonly sent: Array<string>
   /** Every call to `close`, including ignored repeats. */
   readonly closeCalls: Array<CloseCode>
@@ -57,7 +57,7 @@ export const makeFakeConnection = (options: {
 } = {}): Effect.Effect<FakeConnection> =>
   Effect.gen(function*() {
     const clock = yield* Clock.Clock
-    const inbox = yield* Queue.unbounded<string, Cause.Done>()
+    const inbox = yield* Queue.unbounded<Buffer, Cause.Done>()
     const closedSignal = Deferred.makeUnsafe<CloseInfo>()
     const ledger = options.ledger
     const flushWaiters = new Set<(ok: boolean) => void>()
@@ -111,7 +111,7 @@ export const makeFakeConnection = (options: {
       terminated: () => terminated,
       pings: () => pings,
       push: (...texts) => {
-        if (!gone) Queue.offerAllUnsafe(inbox, texts)
+        if (!gone) Queue.offerAllUnsafe(inbox, texts.map((text) => Buffer.from(text)))
       },
       flush,
       peerClose: (code = 1005) => end({ code, byRelay: false }),
@@ -123,14 +123,17 @@ export const makeFakeConnection = (options: {
       },
 
       messages: Stream.fromQueue(inbox),
-      send: (texts, onFlushed) => {
+      send: (frames, onFlushed, total) => {
         if (gone || fake.writes === "fail") return false
         if (pending === 0) lastProgressAt = clock.currentTimeMillisUnsafe()
         let bytes = 0
-        for (const text of texts) {
+        for (const frame of frames) {
+          const text = frame.toString()
           sent.push(text)
           bytes += byteLength(text)
         }
+        // A caller passing the total must pass the true one.
+        if (total !== undefined && total !== bytes) throw new Error(`send: total ${total} != ${bytes} bytes`)
         pending += bytes
         if (ledger !== undefined) ledger.bytes += bytes
         tracker.sent(bytes, onFlushed)
