@@ -34,9 +34,9 @@ import { makeWsConnection } from "../node/WsConnection.ts"
 import * as Log from "../observability/Log.ts"
 import * as Metrics from "../observability/Metrics.ts"
 import { Registry } from "../registry/Registry.ts"
-import { runBinary } from "../session/BinarySession.ts"
+import { type BinaryInfo, runBinary } from "../session/BinarySession.ts"
 import { Lifecycle } from "../session/Lifecycle.ts"
-import { runPhone } from "../session/PhoneSession.ts"
+import { type PhoneInfo, runPhone } from "../session/PhoneSession.ts"
 import { clientIp } from "../limits/ClientIp.ts"
 import { ConnectionCaps } from "../limits/ConnectionCaps.ts"
 import { RateLimiter } from "../limits/RateLimiter.ts"
@@ -73,6 +73,24 @@ const clientErrorStatus = (code: string | undefined): number | undefined => {
     default:
       return 400
   }
+}
+
+/** A rejected upgrade: answered at once, nothing left to run. */
+const rejected = (socket: Stream.Duplex, status: number): Effect.Effect<void> => {
+  rejectUpgrade(socket, status)
+  return Effect.void
+}
+
+/** The header values a session keeps (the gate has checked the required ones are there). */
+type SessionStart =
+  | { readonly endpoint: "server"; readonly info: BinaryInfo }
+  | { readonly endpoint: "client"; readonly info: PhoneInfo }
+
+const sessionStart = (endpoint: Endpoint, headers: Http.IncomingHttpHeaders): SessionStart => {
+  const serverId = headerValue(headers, "x-pyrycode-server")!
+  return endpoint === "server"
+    ? { endpoint, info: { serverId, version: headerValue(headers, "x-pyrycode-version")! } }
+    : { endpoint, info: { serverId, deviceName: headerValue(headers, "x-pyrycode-device-name") } }
 }
 
 const make = Effect.gen(function*() {
@@ -137,14 +155,16 @@ const make = Effect.gen(function*() {
     })
 
   // Generator functions made once per server, not per connection (each `Effect.gen` call would
-  // give every suspended connection its own prototype).
+  // give every suspended connection its own prototype). The gate and the upgrade each *return*
+  // what runs next (flattened), so no generator frame holding the request head stays suspended
+  // for the connection's life: a session keeps only the few header values it needs.
   const handleUpgrade = Effect.fnUntraced(
     function*(req: Http.IncomingMessage, socket: Stream.Duplex, head: Buffer) {
       const endpoint = endpointOf(pathOf(req.url))
-      if (endpoint === undefined) return rejectUpgrade(socket, 404)
+      if (endpoint === undefined) return rejected(socket, 404)
       if (lifecycle.isDraining()) {
         yield* Metric.update(Metrics.connectionsRejected.draining, 1)
-        return rejectUpgrade(socket, 503)
+        return rejected(socket, 503)
       }
       // SPEC §1.2 order: rate limit, then the caps, then the headers.
       const ip = clientIp(req.socket.remoteAddress, req.headers["x-forwarded-for"], config.trustXForwardedFor)
@@ -152,16 +172,16 @@ const make = Effect.gen(function*() {
         yield* Metric.update(Metrics.upgradeAttempts[endpoint].reject_rate_limit, 1)
         yield* Metric.update(Metrics.registerFailures.ratelimit, 1)
         yield* Log.warn("rate limited", ip === undefined ? {} : { remote: ip })
-        return rejectUpgrade(socket, 429)
+        return rejected(socket, 429)
       }
       const admission = caps.tryAcquire(ip)
       if (admission._tag === "Rejected") {
         yield* Metric.update(Metrics.connectionsRejected[admission.reason], 1)
         yield* Log.warn("connection cap reached", { reason: admission.reason, ...(ip === undefined ? {} : { remote: ip }) })
-        return rejectUpgrade(socket, 503)
+        return rejected(socket, 503)
       }
       // The cap slot is held for the handler's whole life, rejects and probe included (§7.2).
-      return yield* Effect.ensuring(admitted(endpoint, req, socket, head), Effect.sync(admission.release))
+      return Effect.ensuring(Effect.flatten(admitted(endpoint, req, socket, head)), Effect.sync(admission.release))
     }
   )
 
@@ -169,24 +189,21 @@ const make = Effect.gen(function*() {
     function*(endpoint: Endpoint, req: Http.IncomingMessage, socket: Stream.Duplex, head: Buffer) {
       if (!hasRequiredHeaders(endpoint, req.headers)) {
         yield* Metric.update(Metrics.upgradeAttempts[endpoint].reject_headers, 1)
-        return rejectUpgrade(socket, 400)
+        return rejected(socket, 400)
       }
+      const start = sessionStart(endpoint, req.headers)
       const ws = yield* upgrade(req, socket, head)
-      if (ws === undefined) return
+      if (ws === undefined) return Effect.void
       sockets.add(ws)
-      yield* Effect.ensuring(session(endpoint, req, ws), Effect.sync(() => sockets.delete(ws)))
+      return Effect.ensuring(session(start, ws), Effect.sync(() => sockets.delete(ws)))
     }
   )
 
   const session = Effect.fnUntraced(
-    function*(endpoint: Endpoint, req: Http.IncomingMessage, ws: WebSocket) {
-      const serverId = headerValue(req.headers, "x-pyrycode-server")!
+    function*(start: SessionStart, ws: WebSocket) {
       const conn = yield* makeWsConnection(ws, { closeTimeout: config.closeTimeout, ledger })
-      if (endpoint === "server") {
-        yield* runBinary(conn, { serverId, version: headerValue(req.headers, "x-pyrycode-version")! })
-      } else {
-        yield* runPhone(conn, { serverId, deviceName: headerValue(req.headers, "x-pyrycode-device-name") })
-      }
+      if (start.endpoint === "server") yield* runBinary(conn, start.info)
+      else yield* runPhone(conn, start.info)
     },
     Effect.scoped
   )
@@ -195,7 +212,7 @@ const make = Effect.gen(function*() {
   const onRequest = yield* NodeHttpServer.makeHandler(app, { scope: requests })
   const onUpgrade = (req: Http.IncomingMessage, socket: Stream.Duplex, head: Buffer) => {
     socket.on("error", () => {})
-    runSession(handleUpgrade(req, socket, head))
+    runSession(Effect.flatten(handleUpgrade(req, socket, head)))
   }
   server.on("request", onRequest)
   server.on("upgrade", onUpgrade)

@@ -44,251 +44,312 @@ interface ReceiverState {
   readonly _bufferedBytes: number
 }
 
+/**
+ * One upgraded socket. A class, not a closure bundle: its methods live once on the prototype, so
+ * an idle connection costs its fields only (10 000 of them are held at once).
+ */
+class WsConnection implements PeerConnection {
+  readonly messages: Stream.Stream<Buffer>
+  private readonly socket: Net.Socket
+  private readonly receiver: ReceiverState
+  private readonly closedSignal = Deferred.makeUnsafe<CloseInfo>()
+  private readonly tracker = makeFlushTracker()
+  private pongWaiters: Set<(ok: boolean) => void> | undefined
+  private progressAt: number
+  private closeStartedByRelay = false
+  private closeTimerStarted = false
+  private gone = false
+  private pongCount = 0
+  private startedAt: number | undefined
+  // reading: arrived messages wait in `ready` until the forwarder pulls them; a forwarder
+  // waiting for messages is resumed with the batch directly (no queue).
+  private unread = 0
+  private paused = false
+  private arrived: Array<Buffer> = []
+  private ready: Array<Buffer> | undefined
+  private waiting: ((batch: Effect.Effect<Arr.NonEmptyReadonlyArray<Buffer>, Cause.Done>) => void) | undefined
+  private readEnded = false
+  // writing
+  private corked = false
+  private run = 0
+  private runBytes = 0
+  private runLast: string | Buffer | undefined
+
+  private readonly ws: WebSocket
+  private readonly clock: Clock.Clock
+  private readonly ledger: BufferLedger
+  private readonly scope: Scope.Scope
+  private readonly closeTimeout: Duration.Duration
+
+  constructor(
+    ws: WebSocket,
+    clock: Clock.Clock,
+    ledger: BufferLedger,
+    scope: Scope.Scope,
+    closeTimeout: Duration.Duration
+  ) {
+    this.ws = ws
+    this.clock = clock
+    this.ledger = ledger
+    this.scope = scope
+    this.closeTimeout = closeTimeout
+    this.socket = (ws as unknown as { _socket: Net.Socket })._socket
+    this.receiver = (ws as unknown as { _receiver: ReceiverState })._receiver
+    this.progressAt = clock.currentTimeMillisUnsafe()
+    this.messages = Stream.fromPull(Effect.succeed(this.pull))
+    // A started message (first fragment or partial frame read) must complete in time (§1.4).
+    // ws parses each chunk in its own `data` listener, which runs before this one.
+    this.socket.on("data", () => {
+      if (!this.messageInProgress()) this.startedAt = undefined
+      else this.startedAt ??= this.clock.currentTimeMillisUnsafe()
+    })
+    ws.on("message", (data: Buffer, isBinary: boolean) => this.onMessage(data, isBinary))
+    ws.on("pong", () => {
+      this.pongCount++
+      this.settlePongs(true)
+    })
+    ws.on("error", ignore)
+    ws.on("close", (code: number) => this.onClose(code))
+  }
+
+  // --- reading ---------------------------------------------------------------------------------
+
+  private messageInProgress(): boolean {
+    const r = this.receiver
+    return r._fragmented !== 0 || r._state !== 0 || r._bufferedBytes > 0
+  }
+
+  private onMessage(data: Buffer, isBinary: boolean): void {
+    // Once the relay started closing, nothing more is forwarded: read on only to see the reply.
+    if (this.closeStartedByRelay) return
+    // A binary-opcode message that is not UTF-8 becomes empty (invalid JSON): never altered bytes.
+    const bytes = isBinary && !isUtf8(data) ? EMPTY : data
+    this.unread += bytes.length
+    if (this.arrived.length === 0) queueMicrotask(this.deliver)
+    this.arrived.push(bytes)
+    if (!this.paused && this.unread > READ_HIGH_WATER) {
+      this.paused = true
+      this.ws.pause()
+    }
+  }
+
+  /** The forwarder takes `batch`: its bytes no longer count as unread. */
+  private handOver(batch: Arr.NonEmptyArray<Buffer>): Arr.NonEmptyArray<Buffer> {
+    for (let i = 0; i < batch.length; i++) this.unread -= batch[i]!.length
+    if (this.paused && this.unread < READ_LOW_WATER) {
+      this.paused = false
+      this.ws.resume()
+    }
+    return batch
+  }
+
+  /** What one socket read delivered, handed over as one batch (a microtask after the read). */
+  private readonly deliver = (): void => {
+    const batch = this.arrived
+    this.arrived = []
+    if (batch.length === 0) return
+    const resume = this.waiting
+    if (resume !== undefined) {
+      this.waiting = undefined
+      resume(Effect.succeed(this.handOver(batch as Arr.NonEmptyArray<Buffer>)))
+    } else if (this.ready === undefined) this.ready = batch
+    else for (let i = 0; i < batch.length; i++) this.ready.push(batch[i]!)
+  }
+
+  private readonly pull: Pull.Pull<Arr.NonEmptyReadonlyArray<Buffer>> = Effect.suspend(() => {
+    const batch = this.ready
+    if (batch !== undefined) {
+      this.ready = undefined
+      return Effect.succeed(this.handOver(batch as Arr.NonEmptyArray<Buffer>))
+    }
+    if (this.readEnded) return Cause.done()
+    return Effect.callback<Arr.NonEmptyReadonlyArray<Buffer>, Cause.Done>((resume) => {
+      this.waiting = resume
+      return Effect.sync(() => {
+        this.waiting = undefined
+      })
+    })
+  })
+
+  // --- writing ---------------------------------------------------------------------------------
+
+  private flushCallback(bytes: number): (error?: Error | null) => void {
+    return (error) => {
+      if (this.gone) return
+      this.progressAt = this.clock.currentTimeMillisUnsafe()
+      if (error) return this.failWrites()
+      this.ledger.bytes -= bytes
+      this.tracker.flushed(bytes)
+    }
+  }
+
+  /** Every unflushed byte is given up (released from the ledger) and every waiter told. */
+  private failWrites(): void {
+    this.ledger.bytes -= this.tracker.pending()
+    this.tracker.fail()
+  }
+
+  /** One flush callback per run: when its last frame is flushed, the whole run is. */
+  private endRun(): void {
+    if (this.runLast === undefined) return
+    this.ws.send(this.runLast, SEND_OPTIONS, this.flushCallback(this.runBytes))
+    this.runLast = undefined
+    this.runBytes = 0
+  }
+
+  private readonly uncork = (): void => {
+    if (!this.corked) return
+    this.endRun()
+    this.corked = false
+    this.run = 0
+    this.socket.uncork()
+  }
+
+  send(frames: ReadonlyArray<string | Buffer>, whenFlushed?: (ok: boolean) => void, total?: number): boolean {
+    if (this.gone || this.ws.readyState !== WebSocket.OPEN) return false
+    if (this.tracker.pending() === 0) this.progressAt = this.clock.currentTimeMillisUnsafe()
+    if (!this.corked) {
+      this.corked = true
+      this.socket.cork()
+      atTurnEnd(this.uncork)
+    }
+    // The caller usually knows the byte total; per-frame sizes matter only for long runs.
+    const sized = total === undefined || total >= CORK_RUN_BYTES
+    let bytes = 0
+    for (let i = 0; i < frames.length; i++) {
+      const frame = frames[i]!
+      const size = sized ? byteLength(frame) : 0
+      bytes += size
+      if (this.runLast !== undefined) this.ws.send(this.runLast, SEND_OPTIONS)
+      this.runLast = frame
+      this.runBytes += size
+      this.run += size
+      if (this.run >= CORK_RUN_BYTES) {
+        this.endRun()
+        this.socket.uncork()
+        this.socket.cork()
+        this.run = 0
+      }
+    }
+    if (!sized) {
+      bytes = total
+      this.runBytes += total
+      this.run += total
+    }
+    this.ledger.bytes += bytes
+    this.tracker.sent(bytes, whenFlushed)
+    return true
+  }
+
+  get flushed(): Effect.Effect<void, ConnectionLost> {
+    return Effect.suspend(() => {
+      if (this.gone) return Effect.fail(new ConnectionLost())
+      if (this.tracker.pending() === 0) return Effect.void
+      return Effect.callback<void, ConnectionLost>((resume) => {
+        this.tracker.sent(0, (ok) => resume(ok ? Effect.void : Effect.fail(new ConnectionLost())))
+      })
+    })
+  }
+
+  pendingBytes(): number {
+    return this.tracker.pending()
+  }
+
+  lastProgressAt(): number {
+    return this.progressAt
+  }
+
+  // --- liveness and closing --------------------------------------------------------------------
+
+  private settlePongs(ok: boolean): void {
+    const waiters = this.pongWaiters
+    if (waiters === undefined) return
+    this.pongWaiters = undefined
+    for (const waiter of waiters) waiter(ok)
+  }
+
+  get ping(): Effect.Effect<void, ConnectionLost> {
+    return Effect.callback<void, ConnectionLost>((resume) => {
+      if (!this.isOpen()) return resume(Effect.fail(new ConnectionLost()))
+      const waiter = (ok: boolean) => resume(ok ? Effect.void : Effect.fail(new ConnectionLost()))
+      const waiters = (this.pongWaiters ??= new Set())
+      waiters.add(waiter)
+      this.ws.ping()
+      return Effect.sync(() => {
+        waiters.delete(waiter)
+      })
+    })
+  }
+
+  sendPing(): boolean {
+    if (!this.isOpen()) return false
+    this.ws.ping()
+    return true
+  }
+
+  pongs(): number {
+    return this.pongCount
+  }
+
+  private onClose(code: number): void {
+    this.gone = true
+    this.failWrites()
+    this.settlePongs(false)
+    this.deliver()
+    this.readEnded = true
+    const resume = this.waiting
+    this.waiting = undefined
+    resume?.(Cause.done())
+    Deferred.doneUnsafe(this.closedSignal, Effect.succeed({ code, byRelay: this.closeStartedByRelay }))
+  }
+
+  get terminate(): Effect.Effect<void> {
+    return Effect.sync(() => {
+      if (!this.gone) this.ws.terminate()
+    })
+  }
+
+  close(c: CloseCode): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      if (this.gone) return Effect.void
+      if (this.ws.readyState === WebSocket.OPEN) {
+        this.closeStartedByRelay = true
+        // Frames already handed to `send` go out before the close frame.
+        this.uncork()
+        this.ws.close(c.code, c.reason)
+        // A socket paused for backpressure must be read again, or the peer's close reply
+        // would never be seen and the close would wait out the close timeout.
+        if (this.paused) {
+          this.paused = false
+          this.ws.resume()
+        }
+      }
+      if (this.closeTimerStarted) return Effect.void
+      this.closeTimerStarted = true
+      return Effect.asVoid(Effect.forkIn(Effect.andThen(Effect.sleep(this.closeTimeout), this.terminate), this.scope))
+    })
+  }
+
+  get closed(): Effect.Effect<CloseInfo> {
+    return Deferred.await(this.closedSignal)
+  }
+
+  messageStartedAt(): number | undefined {
+    return this.startedAt
+  }
+
+  isOpen(): boolean {
+    return !this.gone && this.ws.readyState === WebSocket.OPEN
+  }
+}
+
+const ignore = (): void => {}
+
 export const makeWsConnection = (
   ws: WebSocket,
   options: { readonly closeTimeout: Duration.Duration; readonly ledger: BufferLedger }
 ): Effect.Effect<PeerConnection, never, Scope.Scope> =>
-  Effect.gen(function*() {
-    const scope = yield* Effect.scope
-    const clock = yield* Clock.Clock
-    const { ledger } = options
-    const socket = (ws as unknown as { _socket: Net.Socket })._socket
-    const receiver = (ws as unknown as { _receiver: ReceiverState })._receiver
-    const closedSignal = Deferred.makeUnsafe<CloseInfo>()
-    const tracker = makeFlushTracker()
-
-    let lastProgressAt = clock.currentTimeMillisUnsafe()
-    let closeStartedByRelay = false
-    let gone = false
-    const pongWaiters = new Set<(ok: boolean) => void>()
-    const settlePongs = (ok: boolean) => {
-      const all = [...pongWaiters]
-      pongWaiters.clear()
-      for (const waiter of all) waiter(ok)
-    }
-
-    // --- reading -------------------------------------------------------------------------------
-
-    // A started message (first fragment or partial frame read) must complete in time (§1.4).
-    // ws parses each chunk in its own `data` listener, which runs before this one.
-    let messageStartedAt: number | undefined
-    const messageInProgress = () =>
-      receiver._fragmented !== 0 || receiver._state !== 0 || receiver._bufferedBytes > 0
-    socket.on("data", () => {
-      if (!messageInProgress()) messageStartedAt = undefined
-      else messageStartedAt ??= clock.currentTimeMillisUnsafe()
-    })
-
-    // Arrived messages wait in `ready` until the forwarder pulls them; a forwarder waiting for
-    // messages is resumed with the batch directly. No queue: one array and one resume.
-    let unread = 0
-    let paused = false
-    let arrived: Array<Buffer> = []
-    let ready: Array<Buffer> | undefined
-    let waiting: ((batch: Effect.Effect<Arr.NonEmptyReadonlyArray<Buffer>, Cause.Done>) => void) | undefined
-    let readEnded = false
-    /** The forwarder takes `batch`: its bytes no longer count as unread. */
-    const handOver = (batch: Arr.NonEmptyArray<Buffer>): Arr.NonEmptyArray<Buffer> => {
-      for (let i = 0; i < batch.length; i++) unread -= batch[i]!.length
-      if (paused && unread < READ_LOW_WATER) {
-        paused = false
-        ws.resume()
-      }
-      return batch
-    }
-    const deliver = () => {
-      const batch = arrived
-      arrived = []
-      if (batch.length === 0) return
-      if (waiting !== undefined) {
-        const resume = waiting
-        waiting = undefined
-        resume(Effect.succeed(handOver(batch as Arr.NonEmptyArray<Buffer>)))
-      } else if (ready === undefined) ready = batch
-      else for (let i = 0; i < batch.length; i++) ready.push(batch[i]!)
-    }
-    const endReading = () => {
-      readEnded = true
-      const resume = waiting
-      waiting = undefined
-      resume?.(Cause.done())
-    }
-    ws.on("message", (data: Buffer, isBinary: boolean) => {
-      // Once the relay started closing, nothing more is forwarded: read on only to see the reply.
-      if (closeStartedByRelay) return
-      // A binary-opcode message that is not UTF-8 becomes empty (invalid JSON): never altered bytes.
-      const bytes = isBinary && !isUtf8(data) ? EMPTY : data
-      unread += bytes.length
-      if (arrived.length === 0) queueMicrotask(deliver)
-      arrived.push(bytes)
-      if (!paused && unread > READ_HIGH_WATER) {
-        paused = true
-        ws.pause()
-      }
-    })
-
-    const stopWaiting = Effect.sync(() => {
-      waiting = undefined
-    })
-    const pull: Pull.Pull<Arr.NonEmptyReadonlyArray<Buffer>> = Effect.suspend(() => {
-      if (ready !== undefined) {
-        const batch = ready as Arr.NonEmptyArray<Buffer>
-        ready = undefined
-        return Effect.succeed(handOver(batch))
-      }
-      if (readEnded) return Cause.done()
-      return Effect.callback<Arr.NonEmptyReadonlyArray<Buffer>, Cause.Done>((resume) => {
-        waiting = resume
-        return stopWaiting
-      })
-    })
-    const messages: Stream.Stream<Buffer> = Stream.fromPull(Effect.succeed(pull))
-
-    // --- writing -------------------------------------------------------------------------------
-
-    const onFlushed = (bytes: number) => (error?: Error | null) => {
-      if (gone) return
-      lastProgressAt = clock.currentTimeMillisUnsafe()
-      if (error) return failWrites()
-      ledger.bytes -= bytes
-      tracker.flushed(bytes)
-    }
-    /** Every unflushed byte is given up (released from the ledger) and every waiter told. */
-    const failWrites = () => {
-      ledger.bytes -= tracker.pending()
-      tracker.fail()
-    }
-
-    let corked = false
-    let run = 0
-    let runBytes = 0
-    let runLast: string | Buffer | undefined
-    /** One flush callback per run: when its last frame is flushed, the whole run is. */
-    const endRun = () => {
-      if (runLast === undefined) return
-      ws.send(runLast, SEND_OPTIONS, onFlushed(runBytes))
-      runLast = undefined
-      runBytes = 0
-    }
-    const uncork = () => {
-      if (!corked) return
-      endRun()
-      corked = false
-      run = 0
-      socket.uncork()
-    }
-
-    const send = (frames: ReadonlyArray<string | Buffer>, whenFlushed?: (ok: boolean) => void, total?: number): boolean => {
-      if (gone || ws.readyState !== WebSocket.OPEN) return false
-      if (tracker.pending() === 0) lastProgressAt = clock.currentTimeMillisUnsafe()
-      if (!corked) {
-        corked = true
-        socket.cork()
-        atTurnEnd(uncork)
-      }
-      // The caller usually knows the byte total; per-frame sizes matter only for long runs.
-      const sized = total === undefined || total >= CORK_RUN_BYTES
-      let bytes = 0
-      for (let i = 0; i < frames.length; i++) {
-        const frame = frames[i]!
-        const size = sized ? byteLength(frame) : 0
-        bytes += size
-        if (runLast !== undefined) ws.send(runLast, SEND_OPTIONS)
-        runLast = frame
-        runBytes += size
-        run += size
-        if (run >= CORK_RUN_BYTES) {
-          endRun()
-          socket.uncork()
-          socket.cork()
-          run = 0
-        }
-      }
-      if (!sized) {
-        bytes = total
-        runBytes += total
-        run += total
-      }
-      ledger.bytes += bytes
-      tracker.sent(bytes, whenFlushed)
-      return true
-    }
-
-    const flushed: Effect.Effect<void, ConnectionLost> = Effect.suspend(() => {
-      if (gone) return Effect.fail(new ConnectionLost())
-      if (tracker.pending() === 0) return Effect.void
-      return Effect.callback<void, ConnectionLost>((resume) => {
-        tracker.sent(0, (ok) => resume(ok ? Effect.void : Effect.fail(new ConnectionLost())))
-      })
-    })
-
-    // --- liveness and closing ------------------------------------------------------------------
-
-    const ping: Effect.Effect<void, ConnectionLost> = Effect.callback<void, ConnectionLost>((resume) => {
-      if (gone || ws.readyState !== WebSocket.OPEN) return resume(Effect.fail(new ConnectionLost()))
-      const waiter = (ok: boolean) => resume(ok ? Effect.void : Effect.fail(new ConnectionLost()))
-      pongWaiters.add(waiter)
-      ws.ping()
-      return Effect.sync(() => pongWaiters.delete(waiter))
-    })
-    let pongs = 0
-    ws.on("pong", () => {
-      pongs++
-      settlePongs(true)
-    })
-    const sendPing = (): boolean => {
-      if (gone || ws.readyState !== WebSocket.OPEN) return false
-      ws.ping()
-      return true
-    }
-    ws.on("error", () => {})
-    ws.on("close", (code: number) => {
-      gone = true
-      failWrites()
-      settlePongs(false)
-      deliver()
-      endReading()
-      Deferred.doneUnsafe(closedSignal, Effect.succeed({ code, byRelay: closeStartedByRelay }))
-    })
-
-    const terminate = Effect.sync(() => {
-      if (!gone) ws.terminate()
-    })
-
-    let closeTimerStarted = false
-    const close = (c: CloseCode): Effect.Effect<void> =>
-      Effect.suspend(() => {
-        if (gone) return Effect.void
-        if (ws.readyState === WebSocket.OPEN) {
-          closeStartedByRelay = true
-          // Frames already handed to `send` go out before the close frame.
-          uncork()
-          ws.close(c.code, c.reason)
-          // A socket paused for backpressure must be read again, or the peer's close reply
-          // would never be seen and the close would wait out the close timeout.
-          if (paused) {
-            paused = false
-            ws.resume()
-          }
-        }
-        if (closeTimerStarted) return Effect.void
-        closeTimerStarted = true
-        return Effect.asVoid(Effect.forkIn(Effect.andThen(Effect.sleep(options.closeTimeout), terminate), scope))
-      })
-
-    return {
-      messages,
-      send,
-      flushed,
-      pendingBytes: tracker.pending,
-      lastProgressAt: () => lastProgressAt,
-      ping,
-      sendPing,
-      pongs: () => pongs,
-      close,
-      terminate,
-      closed: Deferred.await(closedSignal),
-      messageStartedAt: () => messageStartedAt,
-      isOpen: () => !gone && ws.readyState === WebSocket.OPEN
-    } satisfies PeerConnection
-  })
+  Effect.flatMap(Effect.scope, (scope) =>
+    Clock.clockWith((clock) =>
+      Effect.succeed<PeerConnection>(new WsConnection(ws, clock, options.ledger, scope, options.closeTimeout))
+    ))

@@ -88,6 +88,5 @@ export const runBinary = Effect.fnUntraced(
     }))
     yield* forwardBinary(binary, registry)
     yield* conn.closed
-  },
-  Effect.scoped
+  }
 )

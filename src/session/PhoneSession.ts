@@ -123,6 +123,5 @@ export const runPhone = Effect.fnUntraced(
       }
     }
     yield* conn.closed
-  },
-  Effect.scoped
+  }
 )
