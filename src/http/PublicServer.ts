@@ -181,21 +181,39 @@ const make = Effect.gen(function*() {
         return rejected(socket, 503)
       }
       // The cap slot is held for the handler's whole life, rejects and probe included (§7.2).
-      return Effect.ensuring(Effect.flatten(admitted(endpoint, req, socket, head)), Effect.sync(admission.release))
+      return Effect.flatten(Effect.onInterrupt(
+        admitted(endpoint, req, socket, head, admission.release),
+        () => Effect.sync(admission.release)
+      ))
     }
   )
 
+  /**
+   * Header check and upgrade; returns the session to run. The session effect it returns refers to
+   * the few header values it needs and the socket, never to the request (a wrapper such as
+   * `ensuring` holds the effect it wraps for the connection's whole life).
+   */
   const admitted = Effect.fnUntraced(
-    function*(endpoint: Endpoint, req: Http.IncomingMessage, socket: Stream.Duplex, head: Buffer) {
+    function*(endpoint: Endpoint, req: Http.IncomingMessage, socket: Stream.Duplex, head: Buffer, release: () => void) {
       if (!hasRequiredHeaders(endpoint, req.headers)) {
         yield* Metric.update(Metrics.upgradeAttempts[endpoint].reject_headers, 1)
+        release()
         return rejected(socket, 400)
       }
       const start = sessionStart(endpoint, req.headers)
       const ws = yield* upgrade(req, socket, head)
-      if (ws === undefined) return Effect.void
+      if (ws === undefined) {
+        release()
+        return Effect.void
+      }
       sockets.add(ws)
-      return Effect.ensuring(session(start, ws), Effect.sync(() => sockets.delete(ws)))
+      return Effect.ensuring(
+        session(start, ws),
+        Effect.sync(() => {
+          sockets.delete(ws)
+          release()
+        })
+      )
     }
   )
 
