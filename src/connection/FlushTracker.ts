@@ -12,31 +12,52 @@ export interface FlushTracker {
   readonly fail: () => void
 }
 
-export const makeFlushTracker = (): FlushTracker => {
-  let sentTotal = 0
-  let flushedTotal = 0
-  let waiters: Array<{ readonly at: number; readonly callback: (ok: boolean) => void }> = []
-  let head = 0
-  return {
-    pending: () => sentTotal - flushedTotal,
-    sent: (bytes, onFlushed) => {
-      sentTotal += bytes
-      if (onFlushed !== undefined) waiters.push({ at: sentTotal, callback: onFlushed })
-    },
-    flushed: (bytes) => {
-      flushedTotal += bytes
-      while (head < waiters.length && waiters[head]!.at <= flushedTotal) waiters[head++]!.callback(true)
-      if (head === waiters.length) {
-        waiters = []
-        head = 0
+interface Waiter {
+  readonly at: number
+  readonly callback: (ok: boolean) => void
+}
+
+/** A class so its methods are shared: one tracker per connection, 10 000 connections at once. */
+class OffsetFlushTracker implements FlushTracker {
+  private sentTotal = 0
+  private flushedTotal = 0
+  private waiters: Array<Waiter> | undefined
+  private head = 0
+
+  pending(): number {
+    return this.sentTotal - this.flushedTotal
+  }
+
+  sent(bytes: number, onFlushed?: (ok: boolean) => void): void {
+    this.sentTotal += bytes
+    if (onFlushed !== undefined) (this.waiters ??= []).push({ at: this.sentTotal, callback: onFlushed })
+  }
+
+  flushed(bytes: number): void {
+    this.flushedTotal += bytes
+    // Re-read on every step: a callback may send (push) or fail (reset) re-entrantly.
+    for (;;) {
+      const waiters = this.waiters
+      if (waiters === undefined) return
+      if (this.head === waiters.length) {
+        this.waiters = undefined
+        this.head = 0
+        return
       }
-    },
-    fail: () => {
-      const failing = waiters.slice(head)
-      waiters = []
-      head = 0
-      flushedTotal = sentTotal
-      for (const waiter of failing) waiter.callback(false)
+      const next = waiters[this.head]!
+      if (next.at > this.flushedTotal) return
+      this.head++
+      next.callback(true)
     }
   }
+
+  fail(): void {
+    const failing = this.waiters?.slice(this.head) ?? []
+    this.waiters = undefined
+    this.head = 0
+    this.flushedTotal = this.sentTotal
+    for (const waiter of failing) waiter.callback(false)
+  }
 }
+
+export const makeFlushTracker = (): FlushTracker => new OffsetFlushTracker()

@@ -52,73 +52,86 @@ export interface Outbox {
   readonly usedBytes: () => number
 }
 
-export const make = (options: {
-  readonly conn: PeerConnection
-  readonly budget: number
-  readonly ledger: BufferLedger
-}): Outbox => {
-  const { budget, conn, ledger } = options
-  let queue: Array<Item> = []
-  let used = 0
+/**
+ * A class so that its methods are shared: one outbox per phone, thousands at once. Fields are the
+ * whole per-phone state.
+ */
+class PhoneOutbox implements Outbox {
+  private readonly conn: PeerConnection
+  private readonly budget: number
+  private readonly ledger: BufferLedger
+  private queue: Array<Item> = []
+  private used = 0
   /** Cost of items still in `queue` (they hold ledger bytes until handed to the socket). */
-  let queuedCost = 0
+  private queuedCost = 0
   /** Set once the outbox refuses new items (a directive was accepted, or it stopped). */
-  let refusing: StopReason | undefined
+  private refusing: StopReason | undefined
   /** Set once the writer must end and nothing pending will be written. */
-  let ended = false
-  let wakeWriter: (() => void) | undefined
+  private ended = false
+  /** Set by a flush callback when the socket failed under a batch: the writer ends. */
+  private failed = false
+  private wakeWriter: (() => void) | undefined
+  private wakeQueued = false
+  /** The writer's context (its metric registry): counting happens in flush callbacks. */
+  private context: Context.Context<never> | undefined
 
-  const wake = () => {
-    const resume = wakeWriter
-    wakeWriter = undefined
+  constructor(conn: PeerConnection, budget: number, ledger: BufferLedger) {
+    this.conn = conn
+    this.budget = budget
+    this.ledger = ledger
+  }
+
+  private wake(): void {
+    const resume = this.wakeWriter
+    this.wakeWriter = undefined
     resume?.()
   }
+
   /**
    * Offers wake the writer only once the current batch of offers is done (a microtask later):
    * resuming it inline would write the first frame alone and queue the rest behind its flush.
    */
-  let wakeQueued = false
-  const wakeSoon = () => {
-    if (wakeQueued || wakeWriter === undefined) return
-    wakeQueued = true
+  private wakeSoon(): void {
+    if (this.wakeQueued || this.wakeWriter === undefined) return
+    this.wakeQueued = true
     queueMicrotask(() => {
-      wakeQueued = false
+      this.wakeQueued = false
       // `flush` may have written everything meanwhile: nothing to wake the writer for.
-      if (queue.length > 0) wake()
+      if (this.queue.length > 0) this.wake()
     })
   }
 
-  const stop = (reason: StopReason): number => {
-    if (ended) return 0
-    ended = true
-    refusing ??= reason
-    const dropped = queue.length
-    queue = []
-    ledger.bytes -= queuedCost
-    used -= queuedCost
-    queuedCost = 0
-    wake()
+  stop(reason: StopReason): number {
+    if (this.ended) return 0
+    this.ended = true
+    this.refusing ??= reason
+    const dropped = this.queue.length
+    this.queue = []
+    this.ledger.bytes -= this.queuedCost
+    this.used -= this.queuedCost
+    this.queuedCost = 0
+    this.wake()
     return dropped
   }
 
-  const offer = (frame: string | undefined, closeCode: number, frameBytes?: number): OfferResult => {
-    if (refusing !== undefined) return { _tag: "Refused", reason: refusing }
+  offer(frame: string | undefined, closeCode: number, frameBytes?: number): OfferResult {
+    if (this.refusing !== undefined) return { _tag: "Refused", reason: this.refusing }
     const cost = (frameBytes ?? (frame === undefined ? 0 : Buffer.byteLength(frame))) + ITEM_OVERHEAD
-    if (used + cost > budget || !fits(ledger, cost)) {
-      const dropped = stop("backlog_full") + 1
+    if (this.used + cost > this.budget || !fits(this.ledger, cost)) {
+      const dropped = this.stop("backlog_full") + 1
       return {
         _tag: "Overflow",
         dropped,
         close: closeCode === 0 ? CloseCodes.PhoneBacklogFull : { code: closeCode, reason: "" }
       }
     }
-    used += cost
-    queuedCost += cost
-    ledger.bytes += cost
-    queue.push({ frame, closeCode, cost })
+    this.used += cost
+    this.queuedCost += cost
+    this.ledger.bytes += cost
+    this.queue.push({ frame, closeCode, cost })
     // A directive stops the outbox: later frames to this phone are refused (SPEC §2.3).
-    if (closeCode !== 0) refusing = "closing"
-    wakeSoon()
+    if (closeCode !== 0) this.refusing = "closing"
+    this.wakeSoon()
     return ACCEPTED
   }
 
@@ -128,55 +141,60 @@ export const make = (options: {
    * The binary forwarder calls it once per phone after a routing pass, so a batch of frames for
    * one phone leaves as one write, without waking the writer fiber (an event-loop turn).
    */
-  const flush = (): void => {
-    if (queue.length === 0 || wakeWriter === undefined || failed || conn.pendingBytes() > WRITE_HIGH_WATER) return
-    if (refusing === "closing") return
-    const batch = queue
-    queue = []
-    writeBatch(batch)
-    if (failed) wake()
+  flush(): void {
+    if (this.queue.length === 0 || this.wakeWriter === undefined || this.failed) return
+    if (this.conn.pendingBytes() > WRITE_HIGH_WATER || this.refusing === "closing") return
+    const batch = this.queue
+    this.queue = []
+    this.writeBatch(batch)
+    if (this.failed) this.wake()
+  }
+
+  usedBytes(): number {
+    return this.used
   }
 
   /** The next batch: everything queued, in FIFO order; `undefined` once ended or a write failed. */
-  const take: Effect.Effect<Array<Item> | undefined> = Effect.suspend(() => {
-    if (ended || failed) return Effect.succeed(undefined)
-    if (queue.length > 0) {
+  private readonly take: Effect.Effect<Array<Item> | undefined> = Effect.suspend(() => {
+    if (this.ended || this.failed) return Effect.succeed(undefined)
+    if (this.queue.length > 0) {
       // Backpressure: the socket takes more only below the high-water mark. Until then the items
       // stay queued (a stop can still drop them); a failed flush sets `failed`.
-      if (conn.pendingBytes() > WRITE_HIGH_WATER) return Effect.flatMap(Effect.exit(conn.flushed), () => take)
-      const batch = queue
-      queue = []
+      if (this.conn.pendingBytes() > WRITE_HIGH_WATER) {
+        return Effect.flatMap(Effect.exit(this.conn.flushed), () => this.take)
+      }
+      const batch = this.queue
+      this.queue = []
       return Effect.succeed(batch)
     }
-    return Effect.flatMap(Effect.callback<void>((resume) => {
-      wakeWriter = () => resume(Effect.void)
-      return Effect.sync(() => {
-        wakeWriter = undefined
-      })
-    }), () => take)
+    return Effect.flatMap(
+      Effect.callback<void>((resume) => {
+        this.wakeWriter = () => resume(Effect.void)
+        return Effect.sync(() => {
+          this.wakeWriter = undefined
+        })
+      }),
+      () => this.take
+    )
   })
 
-  /**
-   * Counting happens when the socket reports a batch flushed — once per frame actually written,
-   * never on enqueue — through the writer's own context (its metric registry).
-   */
-  let context: Context.Context<never> | undefined
-  /** Set by a flush callback when the socket failed under a batch: the writer ends. */
-  let failed = false
-  const onBatchFlushed = (frames: number, bytes: number, cost: number) => (ok: boolean) => {
-    used -= cost
-    if (!ok) {
-      // Frames the socket never flushed are dropped, whoever closed it.
-      if (context !== undefined) Metrics.framesDropped.phone_write_failed.updateUnsafe(frames, context)
-      if (!failed) {
-        failed = true
-        wake()
+  /** Counting happens when the socket reports a batch flushed: once per frame actually written. */
+  private onBatchFlushed(frames: number, bytes: number, cost: number): (ok: boolean) => void {
+    return (ok) => {
+      this.used -= cost
+      if (!ok) {
+        // Frames the socket never flushed are dropped, whoever closed it.
+        if (this.context !== undefined) Metrics.framesDropped.phone_write_failed.updateUnsafe(frames, this.context)
+        if (!this.failed) {
+          this.failed = true
+          this.wake()
+        }
+        return
       }
-      return
-    }
-    if (context !== undefined) {
-      Metrics.framesForwardedBinaryToPhone.updateUnsafe(frames, context)
-      Metrics.bytesForwardedBinaryToPhone.updateUnsafe(bytes, context)
+      if (this.context !== undefined) {
+        Metrics.framesForwardedBinaryToPhone.updateUnsafe(frames, this.context)
+        Metrics.bytesForwardedBinaryToPhone.updateUnsafe(bytes, this.context)
+      }
     }
   }
 
@@ -185,7 +203,7 @@ export const make = (options: {
    * directive's close code, 0 for none. The writer does not wait for the flush unless the socket
    * holds more than `WRITE_HIGH_WATER` unflushed bytes, so batches pipeline.
    */
-  const writeBatch = (items: Array<Item>): number => {
+  private writeBatch(items: Array<Item>): number {
     const texts: Array<string> = []
     let cost = 0
     let bytes = 0
@@ -200,46 +218,57 @@ export const make = (options: {
     }
     items.length = 0
     // Handed to the socket: from here its unflushed bytes are counted by the connection.
-    queuedCost -= cost
-    ledger.bytes -= cost
+    this.queuedCost -= cost
+    this.ledger.bytes -= cost
     const frames = texts.length
     if (frames === 0) {
-      used -= cost
+      this.used -= cost
       return directive
     }
-    if (!conn.send(texts, onBatchFlushed(frames, bytes, cost), bytes)) {
-      used -= cost
-      if (context !== undefined) Metrics.framesDropped.phone_write_failed.updateUnsafe(frames, context)
-      failed = true
+    if (!this.conn.send(texts, this.onBatchFlushed(frames, bytes, cost), bytes)) {
+      this.used -= cost
+      if (this.context !== undefined) Metrics.framesDropped.phone_write_failed.updateUnsafe(frames, this.context)
+      this.failed = true
     }
     return directive
   }
 
-  const loop: Effect.Effect<void, PhoneWriteFailed> = Effect.gen(function*() {
+  /** The writer's loop: one generator function for every outbox (a `function*` per call costs a prototype each). */
+  private static readonly loop = Effect.fnUntraced(function*(outbox: PhoneOutbox) {
     for (;;) {
-      const batch = yield* take
-      if (failed) return yield* new PhoneWriteFailed()
+      const batch = yield* outbox.take
+      if (outbox.failed) return yield* new PhoneWriteFailed()
       if (batch === undefined) return
-      const directive = writeBatch(batch)
-      if (failed) return yield* new PhoneWriteFailed()
+      const directive = outbox.writeBatch(batch)
+      if (outbox.failed) return yield* new PhoneWriteFailed()
       if (directive !== 0) {
         // The directive closes after everything queued before it is written.
-        if ((yield* Effect.exit(conn.flushed))._tag === "Failure" || failed) return yield* new PhoneWriteFailed()
-        stop("closing")
-        return yield* conn.close({ code: directive, reason: "" })
+        if ((yield* Effect.exit(outbox.conn.flushed))._tag === "Failure" || outbox.failed) {
+          return yield* new PhoneWriteFailed()
+        }
+        outbox.stop("closing")
+        return yield* outbox.conn.close({ code: directive, reason: "" })
       }
     }
   })
 
-  const run: Effect.Effect<void> = Effect.contextWith((services: Context.Context<never>) => {
-    context = services
-    return Effect.catchTag(loop, "PhoneWriteFailed", () =>
-      Effect.gen(function*() {
-        const dropped = stop("phone_write_failed")
-        yield* Metric.update(Metrics.framesDropped.phone_write_failed, dropped)
-        yield* conn.close(CloseCodes.PhoneWriteFailed)
-      }))
-  })
-
-  return { offer, flush, stop, run, usedBytes: () => used }
+  get run(): Effect.Effect<void> {
+    return Effect.contextWith((services: Context.Context<never>) => {
+      this.context = services
+      return Effect.catchTag(PhoneOutbox.loop(this), "PhoneWriteFailed", () =>
+        Effect.suspend(() => {
+          const dropped = this.stop("phone_write_failed")
+          return Effect.andThen(
+            Metric.update(Metrics.framesDropped.phone_write_failed, dropped),
+            this.conn.close(CloseCodes.PhoneWriteFailed)
+          )
+        }))
+    })
+  }
 }
+
+export const make = (options: {
+  readonly conn: PeerConnection
+  readonly budget: number
+  readonly ledger: BufferLedger
+}): Outbox => new PhoneOutbox(options.conn, options.budget, options.ledger)

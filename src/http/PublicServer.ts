@@ -75,6 +75,9 @@ const clientErrorStatus = (code: string | undefined): number | undefined => {
   }
 }
 
+/** What a connection's session needs from the relay's context. */
+type SessionServices = RelayConfig | Registry | Ledger | Lifecycle
+
 /** A rejected upgrade: answered at once, nothing left to run. */
 const rejected = (socket: Stream.Duplex, status: number): Effect.Effect<void> => {
   rejectUpgrade(socket, status)
@@ -113,7 +116,7 @@ const make = Effect.gen(function*() {
   /** Every upgraded socket, so the drain deadline can destroy the stragglers. */
   const sockets = new Set<WebSocket>()
   const sessions = yield* FiberSet.make<void>()
-  const runSession = yield* FiberSet.runtime(sessions)<RelayConfig | Registry | Ledger | Lifecycle>()
+  const runSession = yield* FiberSet.runtime(sessions)<SessionServices>()
 
   const app = Effect.gen(function*() {
     const request = yield* HttpServerRequest.HttpServerRequest
@@ -217,14 +220,13 @@ const make = Effect.gen(function*() {
     }
   )
 
-  const session = Effect.fnUntraced(
-    function*(start: SessionStart, ws: WebSocket) {
-      const conn = yield* makeWsConnection(ws, { closeTimeout: config.closeTimeout, ledger })
-      if (start.endpoint === "server") yield* runBinary(conn, start.info)
-      else yield* runPhone(conn, start.info)
-    },
-    Effect.scoped
-  )
+  /** One connection's session, in its own scope (the socket's close timer, the claim or registration). */
+  const session = (start: SessionStart, ws: WebSocket): Effect.Effect<void, never, SessionServices> =>
+    Effect.scoped(Effect.flatMap(
+      makeWsConnection(ws, { closeTimeout: config.closeTimeout, ledger }),
+      (conn): Effect.Effect<void, never, SessionServices | Scope.Scope> =>
+        start.endpoint === "server" ? runBinary(conn, start.info) : runPhone(conn, start.info)
+    ))
 
   const requests = Scope.forkUnsafe(yield* Effect.scope, "parallel")
   const onRequest = yield* NodeHttpServer.makeHandler(app, { scope: requests })
