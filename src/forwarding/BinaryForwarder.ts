@@ -6,6 +6,7 @@
  *
  * Counting `binary_to_phone` is the outbox writer's job (once per frame actually written).
  */
+import type * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Metric from "effect/Metric"
 import * as Stream from "effect/Stream"
@@ -89,13 +90,22 @@ const route = (binary: BinaryHandle, registry: RegistryShape, message: Buffer, r
   }
 }
 
-const routeBatch = (binary: BinaryHandle, registry: RegistryShape, batch: ReadonlyArray<Buffer>) =>
+const routeBatch = (
+  binary: BinaryHandle,
+  registry: RegistryShape,
+  batch: ReadonlyArray<Buffer>,
+  context: Context.Context<never>
+) =>
   Effect.suspend(() => {
     const report: BatchReport = { drops: new Map(), events: [], overflowed: [], touched: new Set() }
     for (const text of batch) route(binary, registry, text, report)
-    for (const phone of report.touched) phone.outbox.flush()
-    if (report.events.length === 0 && report.overflowed.length === 0) return Effect.void
+    // Touched outboxes are written through, one write each; those with something that must wait
+    // (backpressure, a directive, a failed write) get their writer.
+    let waiting: Array<PhoneHandle> | undefined
+    for (const phone of report.touched) if (phone.outbox.flush(context)) (waiting ??= []).push(phone)
+    if (report.events.length === 0 && report.overflowed.length === 0 && waiting === undefined) return Effect.void
     return Effect.gen(function*() {
+      if (waiting !== undefined) for (const phone of waiting) yield* phone.outbox.startWriter
       // Overflowed phones close once each, all at once; the binary reads on meanwhile.
       yield* Effect.forEach(report.overflowed, ([phone, close]) => phone.conn.close(close), {
         concurrency: "unbounded",
@@ -108,4 +118,6 @@ const routeBatch = (binary: BinaryHandle, registry: RegistryShape, batch: Readon
 
 /** Runs until the binary's socket ends. */
 export const forwardBinary = (binary: BinaryHandle, registry: RegistryShape): Effect.Effect<void> =>
-  Stream.runForEachArray(binary.conn.messages, (batch) => routeBatch(binary, registry, batch))
+  Effect.contextWith((context: Context.Context<never>) =>
+    Stream.runForEachArray(binary.conn.messages, (batch) => routeBatch(binary, registry, batch, context))
+  )

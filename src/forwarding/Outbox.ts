@@ -1,8 +1,9 @@
 /**
- * The outbox of one phone (SPEC §4.3): a bounded FIFO of frames waiting to be written, drained
- * by one writer at a time: the offer itself while the socket has room and nothing is queued
- * (write-through), otherwise the writer fiber, which also waits out backpressure and closes after
- * a directive. Enqueue never blocks. Each item costs `frame bytes (UTF-8) + 64` against the phone's
+ * The outbox of one phone (SPEC §4.3): a bounded FIFO of frames waiting to be written. The binary
+ * forwarder writes it through at the end of each routing pass while the socket has room; only
+ * when something must wait (backpressure above the high-water mark, a directive that closes after
+ * its flush, a failed write) does a writer fiber run, forked into the phone's scope, and it ends
+ * once nothing is left to wait for — an idle phone has no writer. Enqueue never blocks. Each item costs `frame bytes (UTF-8) + 64` against the phone's
  * budget and the relay-wide ledger; the batch being written still counts until it is flushed.
  *
  * State ownership: `queue`, `used` and `state` belong to this outbox; `offer` and `stop` are
@@ -10,7 +11,7 @@
  */
 import type * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
-import * as Metric from "effect/Metric"
+import type * as Scope from "effect/Scope"
 import { type BufferLedger, fits } from "../connection/BufferLedger.ts"
 import type { PeerConnection } from "../connection/PeerConnection.ts"
 import * as CloseCodes from "../domain/CloseCodes.ts"
@@ -42,11 +43,20 @@ const ACCEPTED: OfferResult = { _tag: "Accepted" }
 export interface Outbox {
   /** `frameBytes`: the frame's UTF-8 size, when the caller already knows it. */
   readonly offer: (frame: string | undefined, closeCode: number, frameBytes?: number) => OfferResult
-  /** Writes the queue through at once when the writer is idle and the socket has room. */
-  readonly flush: () => void
+  /**
+   * Writes the queue through at once when no writer runs and the socket has room; `context` is
+   * the caller's (its metric registry counts what is flushed). `true` when something is left
+   * for the writer (`startWriter`).
+   */
+  readonly flush: (context: Context.Context<never>) => boolean
+  /** Forks the writer into the phone's scope unless one runs already. */
+  readonly startWriter: Effect.Effect<void>
   /** Stops accepting and drops everything pending (closes from outside act at once). Returns the number dropped. */
   readonly stop: (reason: StopReason) => number
-  /** The writer: runs until the outbox stops, a directive closes the phone, or a write fails. */
+  /**
+   * The writer: writes what is queued, waiting out backpressure, until nothing is left, the
+   * outbox stops, a directive closed the phone, or a write failed. A second concurrent run returns at once.
+   */
   readonly run: Effect.Effect<void>
   /** Bytes counted against this phone's budget (queued + in flight). */
   readonly usedBytes: () => number
@@ -70,35 +80,16 @@ class PhoneOutbox implements Outbox {
   private ended = false
   /** Set by a flush callback when the socket failed under a batch: the writer ends. */
   private failed = false
-  private wakeWriter: (() => void) | undefined
-  private wakeQueued = false
-  /** The writer's context (its metric registry): counting happens in flush callbacks. */
+  private writing = false
+  private readonly scope: Scope.Scope
+  /** The context (metric registry) counting happens in; set by the first flush or writer. */
   private context: Context.Context<never> | undefined
 
-  constructor(conn: PeerConnection, budget: number, ledger: BufferLedger) {
+  constructor(conn: PeerConnection, budget: number, ledger: BufferLedger, scope: Scope.Scope) {
     this.conn = conn
     this.budget = budget
     this.ledger = ledger
-  }
-
-  private wake(): void {
-    const resume = this.wakeWriter
-    this.wakeWriter = undefined
-    resume?.()
-  }
-
-  /**
-   * Offers wake the writer only once the current batch of offers is done (a microtask later):
-   * resuming it inline would write the first frame alone and queue the rest behind its flush.
-   */
-  private wakeSoon(): void {
-    if (this.wakeQueued || this.wakeWriter === undefined) return
-    this.wakeQueued = true
-    queueMicrotask(() => {
-      this.wakeQueued = false
-      // `flush` may have written everything meanwhile: nothing to wake the writer for.
-      if (this.queue.length > 0) this.wake()
-    })
+    this.scope = scope
   }
 
   stop(reason: StopReason): number {
@@ -110,7 +101,6 @@ class PhoneOutbox implements Outbox {
     this.ledger.bytes -= this.queuedCost
     this.used -= this.queuedCost
     this.queuedCost = 0
-    this.wake()
     return dropped
   }
 
@@ -131,51 +121,46 @@ class PhoneOutbox implements Outbox {
     this.queue.push({ frame, closeCode, cost })
     // A directive stops the outbox: later frames to this phone are refused (SPEC §2.3).
     if (closeCode !== 0) this.refusing = "closing"
-    this.wakeSoon()
     return ACCEPTED
   }
 
   /**
-   * Writes through what is queued, in order, right now — if the writer is idle, the socket has
-   * room and no directive is queued (a directive must wait for its flush: the writer's job).
-   * The binary forwarder calls it once per phone after a routing pass, so a batch of frames for
-   * one phone leaves as one write, without waking the writer fiber (an event-loop turn).
+   * Writes through what is queued, in order, right now — if no writer runs, the socket has room
+   * and no directive is queued (a directive must wait for its flush: the writer's job). The
+   * binary forwarder calls it once per phone after a routing pass, so a batch of frames for one
+   * phone leaves as one write.
    */
-  flush(): void {
-    if (this.queue.length === 0 || this.wakeWriter === undefined || this.failed) return
-    if (this.conn.pendingBytes() > WRITE_HIGH_WATER || this.refusing === "closing") return
+  flush(context: Context.Context<never>): boolean {
+    this.context ??= context
+    if (this.writing) return false
+    if (this.failed) return true
+    if (this.queue.length === 0) return false
+    if (this.conn.pendingBytes() > WRITE_HIGH_WATER || this.refusing === "closing") return true
     const batch = this.queue
     this.queue = []
     this.writeBatch(batch)
-    if (this.failed) this.wake()
+    return this.failed
+  }
+
+  get startWriter(): Effect.Effect<void> {
+    return Effect.suspend(() => (this.writing ? Effect.void : Effect.asVoid(Effect.forkIn(this.run, this.scope))))
   }
 
   usedBytes(): number {
     return this.used
   }
 
-  /** The next batch: everything queued, in FIFO order; `undefined` once ended or a write failed. */
+  /** The next batch: everything queued, in FIFO order; `undefined` once nothing is left or the outbox ended. */
   private readonly take: Effect.Effect<Array<Item> | undefined> = Effect.suspend(() => {
-    if (this.ended || this.failed) return Effect.succeed(undefined)
-    if (this.queue.length > 0) {
-      // Backpressure: the socket takes more only below the high-water mark. Until then the items
-      // stay queued (a stop can still drop them); a failed flush sets `failed`.
-      if (this.conn.pendingBytes() > WRITE_HIGH_WATER) {
-        return Effect.flatMap(Effect.exit(this.conn.flushed), () => this.take)
-      }
-      const batch = this.queue
-      this.queue = []
-      return Effect.succeed(batch)
+    if (this.ended || this.failed || this.queue.length === 0) return Effect.succeed(undefined)
+    // Backpressure: the socket takes more only below the high-water mark. Until then the items
+    // stay queued (a stop can still drop them); a failed flush sets `failed`.
+    if (this.conn.pendingBytes() > WRITE_HIGH_WATER) {
+      return Effect.flatMap(Effect.exit(this.conn.flushed), () => this.take)
     }
-    return Effect.flatMap(
-      Effect.callback<void>((resume) => {
-        this.wakeWriter = () => resume(Effect.void)
-        return Effect.sync(() => {
-          this.wakeWriter = undefined
-        })
-      }),
-      () => this.take
-    )
+    const batch = this.queue
+    this.queue = []
+    return Effect.succeed(batch)
   })
 
   /** Counting happens when the socket reports a batch flushed: once per frame actually written. */
@@ -185,10 +170,9 @@ class PhoneOutbox implements Outbox {
       if (!ok) {
         // Frames the socket never flushed are dropped, whoever closed it.
         if (this.context !== undefined) Metrics.framesDropped.phone_write_failed.updateUnsafe(frames, this.context)
-        if (!this.failed) {
-          this.failed = true
-          this.wake()
-        }
+        this.failed = true
+        // The socket failed: whatever is still queued will never be written.
+        if (!this.writing) this.dropAll()
         return
       }
       if (this.context !== undefined) {
@@ -252,17 +236,28 @@ class PhoneOutbox implements Outbox {
     }
   })
 
+  /** Stops the outbox for a failed write and counts what it dropped. */
+  private dropAll(): number {
+    const dropped = this.stop("phone_write_failed")
+    if (dropped > 0 && this.context !== undefined) Metrics.framesDropped.phone_write_failed.updateUnsafe(dropped, this.context)
+    return dropped
+  }
+
   get run(): Effect.Effect<void> {
     return Effect.contextWith((services: Context.Context<never>) => {
-      this.context = services
-      return Effect.catchTag(PhoneOutbox.loop(this), "PhoneWriteFailed", () =>
-        Effect.suspend(() => {
-          const dropped = this.stop("phone_write_failed")
-          return Effect.andThen(
-            Metric.update(Metrics.framesDropped.phone_write_failed, dropped),
-            this.conn.close(CloseCodes.PhoneWriteFailed)
-          )
-        }))
+      if (this.writing) return Effect.void
+      this.writing = true
+      this.context ??= services
+      return Effect.ensuring(
+        Effect.catchTag(PhoneOutbox.loop(this), "PhoneWriteFailed", () =>
+          Effect.suspend(() => {
+            this.dropAll()
+            return this.conn.close(CloseCodes.PhoneWriteFailed)
+          })),
+        Effect.sync(() => {
+          this.writing = false
+        })
+      )
     })
   }
 }
@@ -271,4 +266,6 @@ export const make = (options: {
   readonly conn: PeerConnection
   readonly budget: number
   readonly ledger: BufferLedger
-}): Outbox => new PhoneOutbox(options.conn, options.budget, options.ledger)
+  /** The phone's scope: the writer runs in it, so it ends with the phone's session at the latest. */
+  readonly scope: Scope.Scope
+}): Outbox => new PhoneOutbox(options.conn, options.budget, options.ledger, options.scope)

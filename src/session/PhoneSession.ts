@@ -1,8 +1,9 @@
 /**
  * One phone's whole life after its upgrade (SPEC §1.3, §3.6, §4): register on the slot (or be
- * rejected 4404/4429), then run the outbox writer, heartbeat and write deadline beside the phone
- * forwarder until the socket is gone. The registration is a scoped resource whose release sends
- * the close notice (when owed) and leaves the registry.
+ * rejected 4404/4429), then run the heartbeat and write deadline beside the phone forwarder until
+ * the socket is gone (the outbox writer runs in this scope only while something waits). The
+ * registration is a scoped resource whose release sends the close notice (when owed) and leaves
+ * the registry. Runs in the connection's scope.
  */
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -59,7 +60,7 @@ export const runPhone = Effect.fnUntraced(
     const registry = yield* Registry
     const config = yield* RelayConfig
     const ledger = yield* Ledger
-    const outbox = Outbox.make({ conn, budget: config.phoneOutboxBytes, ledger })
+    const outbox = Outbox.make({ conn, budget: config.phoneOutboxBytes, ledger, scope: yield* Effect.scope })
 
     // The registration is a resource: registering and arming its release (close notice, then
     // unregister) happen as one step, so an interruption can never leak a registered phone.
@@ -92,7 +93,6 @@ export const runPhone = Effect.fnUntraced(
     const phone = registered.value
     yield* Metric.update(Metrics.upgradeAttempts.client.accept, 1)
 
-    yield* Effect.forkScoped(outbox.run)
     yield* Effect.forkScoped(watchConnection(conn, {
       heartbeatInterval: config.heartbeatInterval,
       heartbeatTimeout: config.heartbeatTimeout,

@@ -5,6 +5,7 @@
 import * as Effect from "effect/Effect"
 import * as Logger from "effect/Logger"
 import * as Metric from "effect/Metric"
+import * as Scope from "effect/Scope"
 import { type BufferLedger, makeBufferLedger } from "../../src/connection/BufferLedger.ts"
 import type { PeerConnection } from "../../src/connection/PeerConnection.ts"
 import { envelopePrefix } from "../../src/domain/Envelope.ts"
@@ -53,7 +54,12 @@ export const phoneHandle = (
   deviceName: undefined,
   servedBy,
   conn,
-  outbox: Outbox.make({ conn, budget: options.budget ?? 4_194_304, ledger: options.ledger ?? bigLedger() }),
+  outbox: Outbox.make({
+    conn,
+    budget: options.budget ?? 4_194_304,
+    ledger: options.ledger ?? bigLedger(),
+    scope: Scope.makeUnsafe()
+  }),
   envelopePrefix: envelopePrefix(connId),
   closedByBinary: false
 })

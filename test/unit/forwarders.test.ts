@@ -163,9 +163,6 @@ describe("phone forwarder", () => {
 describe("binary forwarder", () => {
   const envelope = (connId: string, frame: string) => `{"conn_id":${JSON.stringify(connId)},"frame":${frame}}`
 
-  const runWriters = (phones: ReadonlyArray<{ readonly phone: { readonly outbox: { readonly run: Effect.Effect<void> } } }>) =>
-    Effect.andThen(Effect.forEach(phones, ({ phone }) => Effect.forkChild(phone.outbox.run), { discard: true }), settle)
-
   const forward = (binary: BinaryHandle, registry: RegistryShape) => Effect.forkChild(forwardBinary(binary, registry))
 
   it.effect("counts only frames the writers wrote, counts every drop by reason, and never closes the binary", () =>
@@ -174,7 +171,6 @@ describe("binary forwarder", () => {
       const p1 = yield* addPhone(registry, "s")
       const p2 = yield* addPhone(registry, "s")
       const failing = yield* addPhone(registry, "s", { conn: yield* makeFakeConnection({ writes: "fail" }) })
-      yield* runWriters([p1, p2, failing])
       const forwarder = yield* forward(binary, registry)
 
       binaryConn.push(
@@ -216,7 +212,6 @@ describe("binary forwarder", () => {
     isolated(Effect.gen(function*() {
       const { binary, binaryConn, registry } = yield* setup
       const p = yield* addPhone(registry, "s")
-      yield* runWriters([p])
       const forwarder = yield* forward(binary, registry)
       binaryConn.push(
         "",
@@ -243,7 +238,6 @@ describe("binary forwarder", () => {
       const otherBinary = binaryHandle("t", yield* makeFakeConnection())
       yield* registry.claim(otherBinary)
       const foreign = yield* addPhone(registry, "t")
-      yield* runWriters([foreign])
       yield* forward(binary, registry)
 
       binaryConn.push(envelope(foreign.phone.connId, "1"))
@@ -258,7 +252,6 @@ describe("binary forwarder", () => {
       const { binary, binaryConn, registry } = yield* setup
       const healthy = yield* addPhone(registry, "s")
       const stalled = yield* addPhone(registry, "s", { budget: 200, conn: yield* makeFakeConnection({ writes: "stall" }) })
-      yield* runWriters([healthy, stalled])
       yield* forward(binary, registry)
       const big = JSON.stringify("x".repeat(100))
 
@@ -285,7 +278,6 @@ describe("binary forwarder", () => {
     isolated(Effect.gen(function*() {
       const { binary, binaryConn, registry } = yield* setup
       const p = yield* addPhone(registry, "s")
-      yield* runWriters([p])
       yield* forward(binary, registry)
 
       binaryConn.push(`{"conn_id":${JSON.stringify(p.phone.connId)},"frame":"bye","close_code":1005}`)
@@ -300,7 +292,6 @@ describe("binary forwarder", () => {
     isolated(Effect.gen(function*() {
       const { binary, binaryConn, registry } = yield* setup
       const p = yield* addPhone(registry, "s", { conn: yield* makeFakeConnection({ writes: "stall" }) })
-      yield* runWriters([p])
       yield* forward(binary, registry)
 
       binaryConn.push(

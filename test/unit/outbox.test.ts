@@ -3,6 +3,7 @@
  * every byte it took from the relay-wide ledger is given back.
  */
 import { assert, describe, it } from "@effect/vitest"
+import type * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import { type BufferLedger, makeBufferLedger } from "../../src/connection/BufferLedger.ts"
@@ -20,26 +21,32 @@ const setup = (options: { readonly writes?: WriteMode; readonly budget?: number;
   Effect.gen(function*() {
     const ledger = options.ledger ?? bigLedger()
     const conn = yield* makeFakeConnection({ writes: options.writes ?? "flush", ledger })
-    const outbox = Outbox.make({ conn, budget: options.budget ?? 4_194_304, ledger })
+    const outbox = Outbox.make({ conn, budget: options.budget ?? 4_194_304, ledger, scope: yield* Effect.scope })
     return { conn, outbox, ledger }
   })
 
-/** Forks the writer and lets it reach its first wait, so the next offer is taken at once. */
-const startWriter = (outbox: Outbox.Outbox) => Effect.tap(Effect.forkChild(outbox.run), () => settle)
+/** What the binary forwarder does after a routing pass: write through, else start the writer. */
+const deliver = (outbox: Outbox.Outbox) =>
+  Effect.andThen(
+    Effect.contextWith((context: Context.Context<never>) => (outbox.flush(context) ? outbox.startWriter : Effect.void)),
+    settle
+  )
+
+/** Runs the writer as a fiber of its own (to join it), and lets it reach its first wait. */
+const runWriter = (outbox: Outbox.Outbox) => Effect.tap(Effect.forkChild(outbox.run), () => settle)
 
 describe("outbox", () => {
   it.effect("writes frames in FIFO order as one batch and counts each only once it is flushed", () =>
     isolated(Effect.gen(function*() {
       const { conn, ledger, outbox } = yield* setup({ writes: "stall" })
-      const writer = yield* startWriter(outbox)
       const frames = [1, 2, 3, 4, 5, 6].map((n) => frame(n))
 
-      // Offers of one routing pass wake the writer once: they leave together, in order.
+      // Offers of one routing pass leave together, in order.
       outbox.offer(frames[0], 0)
       outbox.offer(frames[1], 0)
       outbox.offer(frames[2], 0)
       outbox.offer(frames[3], 0)
-      yield* settle
+      yield* deliver(outbox)
       assert.deepStrictEqual(conn.sent, frames.slice(0, 4))
       assert.strictEqual(yield* count(Metrics.framesForwardedBinaryToPhone), 0) // handed over, not flushed
 
@@ -49,7 +56,7 @@ describe("outbox", () => {
 
       outbox.offer(frames[4], 0)
       outbox.offer(frames[5], 0)
-      yield* settle
+      yield* deliver(outbox)
       conn.flush()
       yield* settle
       assert.deepStrictEqual(conn.sent, frames)
@@ -60,34 +67,54 @@ describe("outbox", () => {
       )
       assert.strictEqual(outbox.usedBytes(), 0)
       assert.strictEqual(ledger.bytes, 0)
-      assert.isUndefined(writer.pollUnsafe())
     })))
 
-  it.effect("flush writes the queue through at once while the writer is idle, but never a directive", () =>
+  it.effect("flush writes the queue through at once while no writer runs, but never a directive", () =>
     isolated(Effect.gen(function*() {
       const { conn, outbox } = yield* setup({ writes: "stall" })
-      yield* startWriter(outbox)
+      const context = yield* Effect.context<never>()
       outbox.offer("1", 0)
       outbox.offer("2", 0)
-      outbox.flush()
+      assert.isFalse(outbox.flush(context)) // nothing left for a writer
       assert.deepStrictEqual(conn.sent, ["1", "2"]) // synchronously, as one write
       outbox.offer("3", 4000)
-      outbox.flush()
+      assert.isTrue(outbox.flush(context))
       assert.deepStrictEqual(conn.sent, ["1", "2"]) // the directive is the writer's: it must wait for the flush
+      yield* outbox.startWriter
       yield* settle
       assert.deepStrictEqual(conn.sent, ["1", "2", "3"])
       assert.strictEqual(conn.closeCalls.length, 0)
     })))
 
+  it.effect("a writer ends once nothing is left: an idle phone has none, and the next pass starts it again", () =>
+    isolated(Effect.gen(function*() {
+      const { conn, outbox } = yield* setup({ writes: "stall" })
+      const context = yield* Effect.context<never>()
+      // Past the write high-water mark, later frames wait for the writer.
+      const big = frame(0, 300 * 1024)
+      outbox.offer(big, 0)
+      assert.isFalse(outbox.flush(context))
+      outbox.offer("1", 0)
+      assert.isTrue(outbox.flush(context))
+      const writer = yield* runWriter(outbox)
+      assert.isUndefined(writer.pollUnsafe()) // waiting for the socket to drain
+      assert.isFalse(outbox.flush(context)) // a running writer takes what comes
+      conn.flush()
+      yield* Fiber.join(writer)
+      assert.deepStrictEqual(conn.sent, [big, "1"])
+      // No writer now; the next frames are written through again.
+      outbox.offer("2", 0)
+      assert.isFalse(outbox.flush(context))
+      assert.deepStrictEqual(conn.sent, [big, "1", "2"])
+    })))
+
   it.effect("a directive closes only after the frames queued before it were written", () =>
     isolated(Effect.gen(function*() {
       const { conn, ledger, outbox } = yield* setup({ writes: "stall" })
-      const writer = yield* startWriter(outbox)
-
       outbox.offer("1", 0)
       outbox.offer("2", 0)
       assert.deepStrictEqual(outbox.offer("\"bye\"", 4000), { _tag: "Accepted" })
-      yield* settle
+      const writer = yield* runWriter(outbox)
       assert.deepStrictEqual(conn.sent, ["1", "2", "\"bye\""])
       assert.strictEqual(conn.closeCalls.length, 0) // not before they are written
 
@@ -106,10 +133,9 @@ describe("outbox", () => {
   it.effect("a directive without a frame closes after the earlier frames, writing nothing more", () =>
     isolated(Effect.gen(function*() {
       const { conn, outbox } = yield* setup({ writes: "stall" })
-      const writer = yield* startWriter(outbox)
       outbox.offer("1", 0)
       outbox.offer(undefined, 4001)
-      yield* settle
+      const writer = yield* runWriter(outbox)
       assert.strictEqual(conn.closeCalls.length, 0)
       conn.flush()
       yield* Fiber.join(writer)
@@ -124,7 +150,7 @@ describe("outbox", () => {
       assert.deepStrictEqual(outbox.offer(undefined, 4000), { _tag: "Accepted" })
       assert.deepStrictEqual(outbox.offer("1", 0), { _tag: "Refused", reason: "closing" })
       assert.deepStrictEqual(outbox.offer("2", 4001), { _tag: "Refused", reason: "closing" })
-      yield* Fiber.join(yield* startWriter(outbox))
+      yield* Fiber.join(yield* runWriter(outbox))
       assert.deepStrictEqual(conn.sent, [])
       assert.deepStrictEqual(conn.closeCalls, [{ code: 4000, reason: "" }])
     })))
@@ -147,11 +173,10 @@ describe("outbox", () => {
   it.effect("the item being written still counts against the budget until it is flushed", () =>
     isolated(Effect.gen(function*() {
       const { conn, outbox } = yield* setup({ writes: "stall", budget: 1000 })
-      yield* startWriter(outbox)
       const big = frame(0, 300)
       outbox.offer(big, 0)
       outbox.offer(big, 0)
-      yield* settle
+      yield* deliver(outbox)
       assert.deepStrictEqual(conn.sent, [big, big]) // in flight, not flushed
       assert.strictEqual(outbox.usedBytes(), 2 * cost(big))
       // Nothing is queued any more, yet the in-flight bytes still fill the budget.
@@ -161,11 +186,10 @@ describe("outbox", () => {
   it.effect("a flushed item frees its budget", () =>
     isolated(Effect.gen(function*() {
       const { outbox } = yield* setup({ budget: 1000 })
-      yield* startWriter(outbox)
       const big = frame(0, 300)
       for (let i = 0; i < 20; i++) {
         assert.deepStrictEqual(outbox.offer(big, 0), { _tag: "Accepted" })
-        yield* settle
+        yield* deliver(outbox)
       }
       assert.strictEqual(yield* count(Metrics.framesForwardedBinaryToPhone), 20)
     })))
@@ -207,14 +231,12 @@ describe("outbox", () => {
       const ledger = bigLedger()
       const stalled = yield* setup({ writes: "stall", ledger })
       const healthy = yield* setup({ ledger })
-      yield* startWriter(stalled.outbox)
-      yield* startWriter(healthy.outbox)
-
       for (let i = 0; i < 5; i++) {
         stalled.outbox.offer(frame(i), 0)
         healthy.outbox.offer(frame(i), 0)
       }
-      yield* settle
+      yield* deliver(stalled.outbox)
+      yield* deliver(healthy.outbox)
       assert.strictEqual(healthy.conn.sent.length, 5)
       assert.strictEqual(stalled.conn.pendingBytes() > 0, true)
       // Only the healthy phone's frames were flushed, so only they count.
@@ -224,9 +246,8 @@ describe("outbox", () => {
   it.effect("a failed send stops the outbox, drops what is pending and closes 1011 phone write failed", () =>
     isolated(Effect.gen(function*() {
       const { conn, ledger, outbox } = yield* setup({ writes: "fail" })
-      const writer = yield* startWriter(outbox)
       outbox.offer("1", 0)
-      yield* Fiber.join(writer)
+      yield* Fiber.join(yield* runWriter(outbox))
       assert.deepStrictEqual(conn.closeCalls, [CloseCodes.PhoneWriteFailed])
       assert.strictEqual(conn.closedWith()?.reason, "phone write failed")
       assert.strictEqual(yield* count(Metrics.framesDropped.phone_write_failed), 1)
@@ -239,15 +260,15 @@ describe("outbox", () => {
   it.effect("a socket lost during a write drops the frame in flight and everything queued", () =>
     isolated(Effect.gen(function*() {
       const { conn, ledger, outbox } = yield* setup({ writes: "stall" })
-      const writer = yield* startWriter(outbox)
       outbox.offer("1", 0)
       outbox.offer("2", 0)
       outbox.offer("3", 0)
-      yield* settle
+      yield* deliver(outbox)
+      outbox.offer("4", 0) // queued, never written
       conn.peerClose(1006)
-      yield* Fiber.join(writer)
-      assert.strictEqual(yield* count(Metrics.framesDropped.phone_write_failed), 3)
+      assert.strictEqual(yield* count(Metrics.framesDropped.phone_write_failed), 4)
       assert.strictEqual(yield* count(Metrics.framesForwardedBinaryToPhone), 0)
+      assert.deepStrictEqual(outbox.offer("5", 0), { _tag: "Refused", reason: "phone_write_failed" })
       assert.strictEqual(outbox.usedBytes(), 0)
       assert.strictEqual(ledger.bytes, 0)
     })))
@@ -255,14 +276,14 @@ describe("outbox", () => {
   it.effect("stop drops everything pending, releases its ledger bytes and ends the writer", () =>
     isolated(Effect.gen(function*() {
       const { conn, ledger, outbox } = yield* setup({ writes: "stall" })
-      const writer = yield* startWriter(outbox)
       // Past the write high-water mark the writer waits for a flush; later offers queue.
       const inFlight = frame(0, 300 * 1024)
       outbox.offer(inFlight, 0)
-      yield* settle
+      yield* deliver(outbox)
       outbox.offer("\"queued 1\"", 0)
       outbox.offer("\"queued 2\"", 0)
-      yield* settle
+      const writer = yield* runWriter(outbox)
+      assert.isUndefined(writer.pollUnsafe())
       assert.strictEqual(ledger.bytes, inFlight.length + cost("\"queued 1\"") + cost("\"queued 2\""))
 
       assert.strictEqual(outbox.stop("closing"), 2)
@@ -279,13 +300,11 @@ describe("outbox", () => {
       assert.strictEqual(yield* count(Metrics.framesForwardedBinaryToPhone), 0)
     })))
 
-  it.effect("stop on an idle outbox ends its writer without closing anything", () =>
+  it.effect("an idle outbox's writer ends at once; stop then drops nothing and closes nothing", () =>
     isolated(Effect.gen(function*() {
       const { conn, outbox } = yield* setup()
-      const writer = yield* startWriter(outbox)
-      yield* settle
+      yield* Fiber.join(yield* runWriter(outbox))
       assert.strictEqual(outbox.stop("closing"), 0)
-      yield* Fiber.join(writer)
       assert.strictEqual(conn.closeCalls.length, 0)
     })))
 })
