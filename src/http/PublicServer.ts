@@ -75,6 +75,9 @@ const clientErrorStatus = (code: string | undefined): number | undefined => {
   }
 }
 
+/** An admission that holds a slot. */
+type Held = { readonly release: () => void }
+
 /** What a connection's session needs from the relay's context. */
 type SessionServices = RelayConfig | Registry | Ledger | Lifecycle
 
@@ -185,8 +188,8 @@ const make = Effect.gen(function*() {
       }
       // The cap slot is held for the handler's whole life, rejects and probe included (§7.2).
       return Effect.flatten(Effect.onInterrupt(
-        admitted(endpoint, req, socket, head, admission.release),
-        () => Effect.sync(admission.release)
+        admitted(endpoint, req, socket, head, admission),
+        () => Effect.sync(() => admission.release())
       ))
     }
   )
@@ -197,16 +200,16 @@ const make = Effect.gen(function*() {
    * `ensuring` holds the effect it wraps for the connection's whole life).
    */
   const admitted = Effect.fnUntraced(
-    function*(endpoint: Endpoint, req: Http.IncomingMessage, socket: Stream.Duplex, head: Buffer, release: () => void) {
+    function*(endpoint: Endpoint, req: Http.IncomingMessage, socket: Stream.Duplex, head: Buffer, admission: Held) {
       if (!hasRequiredHeaders(endpoint, req.headers)) {
         yield* Metric.update(Metrics.upgradeAttempts[endpoint].reject_headers, 1)
-        release()
+        admission.release()
         return rejected(socket, 400)
       }
       const start = sessionStart(endpoint, req.headers)
       const ws = yield* upgrade(req, socket, head)
       if (ws === undefined) {
-        release()
+        admission.release()
         return Effect.void
       }
       sockets.add(ws)
@@ -214,7 +217,7 @@ const make = Effect.gen(function*() {
         session(start, ws),
         Effect.sync(() => {
           sockets.delete(ws)
-          release()
+          admission.release()
         })
       )
     }

@@ -45,13 +45,30 @@ export interface Caps {
   readonly trackedIps: () => number
 }
 
+/** A held slot: a small object per connection (held for its whole life), its method shared. */
+class Admitted {
+  readonly _tag = "Admitted"
+  private released = false
+  private readonly free: (ip: string | undefined) => void
+  private readonly ip: string | undefined
+  constructor(free: (ip: string | undefined) => void, ip: string | undefined) {
+    this.free = free
+    this.ip = ip
+  }
+  release(): void {
+    if (this.released) return
+    this.released = true
+    this.free(this.ip)
+  }
+}
+
 /** The pure, synchronous core. */
 export const makeCaps = (options: CapsOptions): Caps => {
   const { maxConnections, maxConnectionsPerIp } = options
   const perIp = new Map<string, number>()
   let total = 0
 
-  const release = (ip: string | undefined) => (): void => {
+  const free = (ip: string | undefined): void => {
     total--
     if (ip === undefined || maxConnectionsPerIp <= 0) return
     const held = perIp.get(ip) ?? 0
@@ -68,16 +85,7 @@ export const makeCaps = (options: CapsOptions): Caps => {
       perIp.set(ip, held + 1)
     }
     total++
-    const free = release(trackIp ? ip : undefined)
-    let released = false
-    return {
-      _tag: "Admitted",
-      release: () => {
-        if (released) return
-        released = true
-        free()
-      }
-    }
+    return new Admitted(free, trackIp ? ip : undefined)
   }
 
   return {
