@@ -40,6 +40,7 @@ import { runPhone } from "../session/PhoneSession.ts"
 import { clientIp } from "../limits/ClientIp.ts"
 import { ConnectionCaps } from "../limits/ConnectionCaps.ts"
 import { RateLimiter } from "../limits/RateLimiter.ts"
+import { ConnectionWatcher } from "../liveness/ConnectionWatcher.ts"
 import type { Endpoint } from "../observability/Metrics.ts"
 import { endpointOf, hasRequiredHeaders, headerValue, pathOf } from "./UpgradeGate.ts"
 import { bindPublic, closeServer, ListenError } from "./Listener.ts"
@@ -53,7 +54,7 @@ export class PublicServer extends Context.Service<PublicServer, {
   static readonly layer: Layer.Layer<
     PublicServer,
     ListenError,
-    RelayConfig | Registry | Ledger | Lifecycle | RateLimiter | ConnectionCaps
+    RelayConfig | Registry | Ledger | Lifecycle | ConnectionWatcher | RateLimiter | ConnectionCaps
   > = Layer
     .effect(PublicServer, Effect.suspend(() => make))
 }
@@ -95,7 +96,7 @@ const make = Effect.gen(function*() {
   /** Every upgraded socket, so the drain deadline can destroy the stragglers. */
   const sockets = new Set<WebSocket>()
   const sessions = yield* FiberSet.make<void>()
-  const runSession = yield* FiberSet.runtime(sessions)<RelayConfig | Registry | Ledger | Lifecycle>()
+  const runSession = yield* FiberSet.runtime(sessions)<RelayConfig | Registry | Ledger | Lifecycle | ConnectionWatcher>()
 
   const app = Effect.gen(function*() {
     const request = yield* HttpServerRequest.HttpServerRequest
