@@ -17,14 +17,19 @@ import * as Metrics from "./observability/Metrics.ts"
 import { BeforeScrape, PrometheusExport } from "./observability/PrometheusExport.ts"
 import { ConnectionCaps } from "./limits/ConnectionCaps.ts"
 import { RateLimiter } from "./limits/RateLimiter.ts"
+import { ConnectionWatcher } from "./liveness/ConnectionWatcher.ts"
 import { Registry } from "./registry/Registry.ts"
 import { Lifecycle } from "./session/Lifecycle.ts"
 
-/** The routing core: one registry, one relay-wide buffer ledger, one lifecycle, the limits. */
+/**
+ * The routing core: one registry, one relay-wide buffer ledger, one lifecycle, one connection
+ * watcher (heartbeat and deadlines of every connection), the limits.
+ */
 export const RelayCore = Layer.mergeAll(
   Registry.layer,
   Ledger.layer,
   Lifecycle.layer,
+  ConnectionWatcher.layer,
   RateLimiter.layer,
   ConnectionCaps.layer
 )

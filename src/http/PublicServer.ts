@@ -40,6 +40,7 @@ import { type PhoneInfo, runPhone } from "../session/PhoneSession.ts"
 import { clientIp } from "../limits/ClientIp.ts"
 import { ConnectionCaps } from "../limits/ConnectionCaps.ts"
 import { RateLimiter } from "../limits/RateLimiter.ts"
+import { ConnectionWatcher } from "../liveness/ConnectionWatcher.ts"
 import type { Endpoint } from "../observability/Metrics.ts"
 import { endpointOf, hasRequiredHeaders, headerValue, pathOf } from "./UpgradeGate.ts"
 import { bindPublic, closeServer, ListenError } from "./Listener.ts"
@@ -53,7 +54,7 @@ export class PublicServer extends Context.Service<PublicServer, {
   static readonly layer: Layer.Layer<
     PublicServer,
     ListenError,
-    RelayConfig | Registry | Ledger | Lifecycle | RateLimiter | ConnectionCaps
+    RelayConfig | Registry | Ledger | Lifecycle | ConnectionWatcher | RateLimiter | ConnectionCaps
   > = Layer
     .effect(PublicServer, Effect.suspend(() => make))
 }
@@ -79,7 +80,7 @@ const clientErrorStatus = (code: string | undefined): number | undefined => {
 type Held = { readonly release: () => void }
 
 /** What a connection's session needs from the relay's context. */
-type SessionServices = RelayConfig | Registry | Ledger | Lifecycle
+type SessionServices = RelayConfig | Registry | Ledger | Lifecycle | ConnectionWatcher
 
 /** A rejected upgrade: answered at once, nothing left to run. */
 const rejected = (socket: Stream.Duplex, status: number): Effect.Effect<void> => {

@@ -12,7 +12,7 @@ import * as CloseCodes from "../domain/CloseCodes.ts"
 import { binaryConnId } from "../domain/ConnId.ts"
 import { forwardBinary } from "../forwarding/BinaryForwarder.ts"
 import { probe } from "../liveness/ConflictProbe.ts"
-import { watchConnection } from "../liveness/ConnectionWatch.ts"
+import { ConnectionWatcher } from "../liveness/ConnectionWatcher.ts"
 import * as Log from "../observability/Log.ts"
 import * as Metrics from "../observability/Metrics.ts"
 import type { BinaryHandle } from "../registry/Handles.ts"
@@ -50,6 +50,7 @@ export const runBinary = Effect.fnUntraced(
   function*(conn: PeerConnection, info: BinaryInfo) {
     const registry = yield* Registry
     const config = yield* RelayConfig
+    const watcher = yield* ConnectionWatcher
     const binary: BinaryHandle = {
       connId: binaryConnId(info.serverId),
       serverId: info.serverId,
@@ -75,7 +76,7 @@ export const runBinary = Effect.fnUntraced(
     }
     yield* Metric.update(Metrics.upgradeAttempts.server.accept, 1)
 
-    yield* Effect.forkScoped(watchConnection(conn, {
+    yield* watcher.watch(conn, {
       heartbeatInterval: config.heartbeatInterval,
       heartbeatTimeout: config.heartbeatTimeout,
       fields: { server_id: binary.serverId, binary_conn_id: binary.connId },
@@ -85,7 +86,7 @@ export const runBinary = Effect.fnUntraced(
         Log.warn("write stalled", { server_id: binary.serverId, binary_conn_id: binary.connId }),
         conn.terminate
       )
-    }))
+    })
     yield* forwardBinary(binary, registry)
     yield* conn.closed
   }

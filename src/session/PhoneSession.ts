@@ -15,7 +15,7 @@ import * as CloseCodes from "../domain/CloseCodes.ts"
 import { closeNotice, envelopePrefix } from "../domain/Envelope.ts"
 import * as Outbox from "../forwarding/Outbox.ts"
 import { forwardPhone, type PhoneForwardError } from "../forwarding/PhoneForwarder.ts"
-import { watchConnection } from "../liveness/ConnectionWatch.ts"
+import { ConnectionWatcher } from "../liveness/ConnectionWatcher.ts"
 import * as Log from "../observability/Log.ts"
 import * as Metrics from "../observability/Metrics.ts"
 import type { PhoneHandle } from "../registry/Handles.ts"
@@ -60,6 +60,7 @@ export const runPhone = Effect.fnUntraced(
     const registry = yield* Registry
     const config = yield* RelayConfig
     const ledger = yield* Ledger
+    const watcher = yield* ConnectionWatcher
     const outbox = Outbox.make({ conn, budget: config.phoneOutboxBytes, ledger, scope: yield* Effect.scope })
 
     // The registration is a resource: registering and arming its release (close notice, then
@@ -93,7 +94,7 @@ export const runPhone = Effect.fnUntraced(
     const phone = registered.value
     yield* Metric.update(Metrics.upgradeAttempts.client.accept, 1)
 
-    yield* Effect.forkScoped(watchConnection(conn, {
+    yield* watcher.watch(conn, {
       heartbeatInterval: config.heartbeatInterval,
       heartbeatTimeout: config.heartbeatTimeout,
       fields: { server_id: info.serverId, conn_id: phone.connId },
@@ -106,7 +107,7 @@ export const runPhone = Effect.fnUntraced(
         yield* conn.close(CloseCodes.PhoneWriteFailed)
         yield* conn.terminate
       })
-    }))
+    })
 
     const forwarded = yield* Effect.exit(forwardPhone(phone, {
       registry,
