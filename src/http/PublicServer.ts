@@ -76,6 +76,9 @@ const clientErrorStatus = (code: string | undefined): number | undefined => {
   }
 }
 
+/** Socket errors end in `close`, which the session handles; one shared listener for all. */
+const ignoreError = (): void => {}
+
 /** An admission that holds a slot. */
 type Held = { readonly release: () => void }
 
@@ -235,7 +238,7 @@ const make = Effect.gen(function*() {
   const requests = Scope.forkUnsafe(yield* Effect.scope, "parallel")
   const onRequest = yield* NodeHttpServer.makeHandler(app, { scope: requests })
   const onUpgrade = (req: Http.IncomingMessage, socket: Stream.Duplex, head: Buffer) => {
-    socket.on("error", () => {})
+    socket.on("error", ignoreError)
     runSession(Effect.flatten(handleUpgrade(req, socket, head)))
   }
   server.on("request", onRequest)

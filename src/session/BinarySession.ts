@@ -45,8 +45,12 @@ const claimSlot = (binary: BinaryHandle) =>
     return (won ? "holder" : "rejected") satisfies ClaimOutcome
   })
 
-// One generator function for every binary (Effect.gen per call costs a fresh prototype each).
-export const runBinary = Effect.fnUntraced(
+/**
+ * Claims the slot and arms the watch; returns what runs for the rest of the binary's life (the
+ * forwarder, then waiting for the socket to be gone), so no generator frame stays suspended for
+ * the connection's whole life. One generator function for every binary.
+ */
+const setUpBinary = Effect.fnUntraced(
   function*(conn: PeerConnection, info: BinaryInfo) {
     const registry = yield* Registry
     const config = yield* RelayConfig
@@ -71,8 +75,7 @@ export const runBinary = Effect.fnUntraced(
       }
       // Shutdown during the probe: the newcomer is closed 1000 and nothing is counted (§3.3).
       yield* conn.close(outcome === "rejected" ? CloseCodes.AlreadyClaimed : CloseCodes.Normal)
-      yield* conn.closed
-      return
+      return conn.closed
     }
     yield* Metric.update(Metrics.upgradeAttempts.server.accept, 1)
 
@@ -87,7 +90,8 @@ export const runBinary = Effect.fnUntraced(
         conn.terminate
       )
     })
-    yield* forwardBinary(binary, registry)
-    yield* conn.closed
+    return Effect.andThen(forwardBinary(binary, registry), conn.closed)
   }
 )
+
+export const runBinary = (conn: PeerConnection, info: BinaryInfo) => Effect.flatten(setUpBinary(conn, info))

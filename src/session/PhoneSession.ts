@@ -54,8 +54,28 @@ const sendCloseNotice = (registry: RegistryShape, phone: PhoneHandle) =>
     phone.servedBy.conn.send([closeNotice(phone.connId, code)])
   })
 
-// One generator function for every phone (Effect.gen per call costs a fresh prototype each).
-export const runPhone = Effect.fnUntraced(
+/** After the forwarder ended: a typed failure closes the phone with its code and counts its drops. */
+const forwardingEnded = (
+  conn: PeerConnection,
+  outbox: Outbox.Outbox,
+  forwarded: Exit.Exit<void, PhoneForwardError>
+): Effect.Effect<void> =>
+  Effect.suspend(() => {
+    if (Exit.isSuccess(forwarded)) return Effect.void
+    const error = forwarded.cause.reasons.find((r) => r._tag === "Fail")?.error
+    if (error === undefined) return Effect.void
+    const [close, reason] = failureOutcome(error)
+    outbox.stop("closing")
+    return Effect.andThen(Metric.update(Metrics.framesDropped[reason], error.frames), conn.close(close))
+  })
+
+/**
+ * Registers the phone and arms its watch; returns what runs for the rest of its life (the
+ * forwarder, then waiting for the socket to be gone), so no generator frame stays suspended for
+ * the connection's whole life. One generator function for every phone (`Effect.gen` per call
+ * costs a fresh prototype each).
+ */
+const setUpPhone = Effect.fnUntraced(
   function*(conn: PeerConnection, info: PhoneInfo) {
     const registry = yield* Registry
     const config = yield* RelayConfig
@@ -88,41 +108,36 @@ export const runPhone = Effect.fnUntraced(
         reason: noServer ? "no server" : "at cap"
       })
       yield* conn.close(noServer ? CloseCodes.NoServer : CloseCodes.PhonesAtCap)
-      yield* conn.closed
-      return
+      return conn.closed
     }
     const phone = registered.value
     yield* Metric.update(Metrics.upgradeAttempts.client.accept, 1)
 
+    const fields = { server_id: info.serverId, conn_id: phone.connId }
     yield* watcher.watch(conn, {
       heartbeatInterval: config.heartbeatInterval,
       heartbeatTimeout: config.heartbeatTimeout,
-      fields: { server_id: info.serverId, conn_id: phone.connId },
+      fields,
       writeTimeout: config.writeTimeout,
       messageTimeout: config.messageTimeout,
-      onWriteStall: Effect.gen(function*() {
-        const dropped = outbox.stop("phone_write_failed")
-        yield* Metric.update(Metrics.framesDropped.phone_write_failed, dropped)
-        yield* Log.warn("write stalled", { server_id: info.serverId, conn_id: phone.connId })
-        yield* conn.close(CloseCodes.PhoneWriteFailed)
-        yield* conn.terminate
-      })
+      onWriteStall: phoneWriteStalled(conn, outbox, fields)
     })
 
-    const forwarded = yield* Effect.exit(forwardPhone(phone, {
-      registry,
-      ledger,
-      binaryBudget: config.phoneOutboxBytes
-    }))
-    if (Exit.isFailure(forwarded)) {
-      const error = forwarded.cause.reasons.find((r) => r._tag === "Fail")?.error
-      if (error !== undefined) {
-        const [close, reason] = failureOutcome(error)
-        yield* Metric.update(Metrics.framesDropped[reason], error.frames)
-        outbox.stop("closing")
-        yield* conn.close(close)
-      }
-    }
-    yield* conn.closed
+    const forwarding = forwardPhone(phone, { registry, ledger, binaryBudget: config.phoneOutboxBytes })
+    return Effect.andThen(
+      Effect.flatMap(Effect.exit(forwarding), (forwarded) => forwardingEnded(conn, outbox, forwarded)),
+      conn.closed
+    )
   }
 )
+
+/** A phone whose socket stopped taking bytes: its pending frames are dropped, then it is ended. */
+const phoneWriteStalled = Effect.fnUntraced(function*(conn: PeerConnection, outbox: Outbox.Outbox, fields: Log.LogFields) {
+  const dropped = outbox.stop("phone_write_failed")
+  yield* Metric.update(Metrics.framesDropped.phone_write_failed, dropped)
+  yield* Log.warn("write stalled", fields)
+  yield* conn.close(CloseCodes.PhoneWriteFailed)
+  yield* conn.terminate
+})
+
+export const runPhone = (conn: PeerConnection, info: PhoneInfo) => Effect.flatten(setUpPhone(conn, info))
