@@ -48,7 +48,8 @@ export interface WatchOptions<A> {
   readonly heartbeatTimeout: Duration.Duration
   readonly writeTimeout: Duration.Duration
   readonly messageTimeout: Duration.Duration
-  readonly onWriteStall: Effect.Effect<A>
+  /** What a write stall does; built only when one happens (nothing per idle connection). */
+  readonly onWriteStall: () => Effect.Effect<A>
   /** Context for the `heartbeat timeout` log line (SPEC §11). */
   readonly fields?: Log.LogFields
 }
@@ -113,7 +114,8 @@ const action = (entry: Entry, result: WatchResult): Effect.Effect<unknown> | und
     case "message timeout":
       return entry.conn.close(MessageTimeout)
     case "write stalled":
-      return entry.options.onWriteStall
+      // Built inside the action's own fiber: a throwing builder never reaches the watcher.
+      return Effect.suspend(entry.options.onWriteStall)
     case "closed":
       return undefined
   }

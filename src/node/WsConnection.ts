@@ -28,7 +28,7 @@ import { makeFlushTracker } from "../connection/FlushTracker.ts"
 import type { CloseInfo, PeerConnection } from "../connection/PeerConnection.ts"
 import type { CloseCode } from "../domain/CloseCodes.ts"
 import { ConnectionLost } from "../domain/Errors.ts"
-import { atTurnEnd } from "./TurnEnd.ts"
+import { atReadEnd, atTurnEnd } from "./TurnEnd.ts"
 
 const READ_HIGH_WATER = 1024 * 1024
 const READ_LOW_WATER = 256 * 1024
@@ -68,7 +68,7 @@ class WsConnection implements PeerConnection {
   private arrived: Array<Buffer> = []
   private ready: Array<Buffer> | undefined
   private waiting: ((batch: Effect.Effect<Arr.NonEmptyReadonlyArray<Buffer>, Cause.Done>) => void) | undefined
-  private readEnded = false
+  private closedForReading = false
   // writing
   private corked = false
   private run = 0
@@ -125,7 +125,7 @@ class WsConnection implements PeerConnection {
     // A binary-opcode message that is not UTF-8 becomes empty (invalid JSON): never altered bytes.
     const bytes = isBinary && !isUtf8(data) ? EMPTY : data
     this.unread += bytes.length
-    if (this.arrived.length === 0) queueMicrotask(this.deliver)
+    if (this.arrived.length === 0) atReadEnd(this)
     this.arrived.push(bytes)
     if (!this.paused && this.unread > READ_HIGH_WATER) {
       this.paused = true
@@ -144,7 +144,7 @@ class WsConnection implements PeerConnection {
   }
 
   /** What one socket read delivered, handed over as one batch (a microtask after the read). */
-  private readonly deliver = (): void => {
+  readEnded(): void {
     const batch = this.arrived
     this.arrived = []
     if (batch.length === 0) return
@@ -162,12 +162,11 @@ class WsConnection implements PeerConnection {
       this.ready = undefined
       return Effect.succeed(this.handOver(batch as Arr.NonEmptyArray<Buffer>))
     }
-    if (this.readEnded) return Cause.done()
+    if (this.closedForReading) return Cause.done()
+    // No cleanup on interruption: a forwarder interrupted while waiting has ended its session, and
+    // a later batch handed to its stale `resume` is ignored by Effect (nobody is left to read it).
     return Effect.callback<Arr.NonEmptyReadonlyArray<Buffer>, Cause.Done>((resume) => {
       this.waiting = resume
-      return Effect.sync(() => {
-        this.waiting = undefined
-      })
     })
   })
 
@@ -197,7 +196,12 @@ class WsConnection implements PeerConnection {
     this.runBytes = 0
   }
 
-  private readonly uncork = (): void => {
+  /** Uncorks at the end of the turn (`atTurnEnd`), or at once before a close frame. */
+  turnEnded(): void {
+    this.uncork()
+  }
+
+  private uncork(): void {
     if (!this.corked) return
     this.endRun()
     this.corked = false
@@ -211,7 +215,7 @@ class WsConnection implements PeerConnection {
     if (!this.corked) {
       this.corked = true
       this.socket.cork()
-      atTurnEnd(this.uncork)
+      atTurnEnd(this)
     }
     // The caller usually knows the byte total; per-frame sizes matter only for long runs.
     const sized = total === undefined || total >= CORK_RUN_BYTES
@@ -295,8 +299,8 @@ class WsConnection implements PeerConnection {
     this.gone = true
     this.failWrites()
     this.settlePongs(false)
-    this.deliver()
-    this.readEnded = true
+    this.readEnded()
+    this.closedForReading = true
     const resume = this.waiting
     this.waiting = undefined
     resume?.(Cause.done())

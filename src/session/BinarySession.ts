@@ -47,7 +47,7 @@ const claimSlot = (binary: BinaryHandle) =>
 
 /**
  * Claims the slot and arms the watch; returns what runs for the rest of the binary's life (the
- * forwarder, then waiting for the socket to be gone), so no generator frame stays suspended for
+ * forwarder, which ends with the socket), so no generator frame stays suspended for
  * the connection's whole life. One generator function for every binary.
  */
 const setUpBinary = Effect.fnUntraced(
@@ -79,18 +79,17 @@ const setUpBinary = Effect.fnUntraced(
     }
     yield* Metric.update(Metrics.upgradeAttempts.server.accept, 1)
 
+    const fields = { server_id: binary.serverId, binary_conn_id: binary.connId }
     yield* watcher.watch(conn, {
       heartbeatInterval: config.heartbeatInterval,
       heartbeatTimeout: config.heartbeatTimeout,
-      fields: { server_id: binary.serverId, binary_conn_id: binary.connId },
+      fields,
       writeTimeout: config.writeTimeout,
       messageTimeout: config.messageTimeout,
-      onWriteStall: Effect.andThen(
-        Log.warn("write stalled", { server_id: binary.serverId, binary_conn_id: binary.connId }),
-        conn.terminate
-      )
+      onWriteStall: () => Effect.andThen(Log.warn("write stalled", fields), conn.terminate)
     })
-    return Effect.andThen(forwardBinary(binary, registry), conn.closed)
+    // The binary forwarder ends only when the socket is gone: nothing to wait for after it.
+    return forwardBinary(binary, registry)
   }
 )
 

@@ -54,7 +54,10 @@ const sendCloseNotice = (registry: RegistryShape, phone: PhoneHandle) =>
     phone.servedBy.conn.send([closeNotice(phone.connId, code)])
   })
 
-/** After the forwarder ended: a typed failure closes the phone with its code and counts its drops. */
+/**
+ * After the forwarder ended: a typed failure closes the phone with its code, counts its drops and
+ * waits for the socket to be gone. A forwarder that ended normally saw its socket close already.
+ */
 const forwardingEnded = (
   conn: PeerConnection,
   outbox: Outbox.Outbox,
@@ -63,15 +66,18 @@ const forwardingEnded = (
   Effect.suspend(() => {
     if (Exit.isSuccess(forwarded)) return Effect.void
     const error = forwarded.cause.reasons.find((r) => r._tag === "Fail")?.error
-    if (error === undefined) return Effect.void
+    if (error === undefined) return Effect.asVoid(conn.closed)
     const [close, reason] = failureOutcome(error)
     outbox.stop("closing")
-    return Effect.andThen(Metric.update(Metrics.framesDropped[reason], error.frames), conn.close(close))
+    return Effect.andThen(
+      Effect.andThen(Metric.update(Metrics.framesDropped[reason], error.frames), conn.close(close)),
+      conn.closed
+    )
   })
 
 /**
  * Registers the phone and arms its watch; returns what runs for the rest of its life (the
- * forwarder, then waiting for the socket to be gone), so no generator frame stays suspended for
+ * forwarder, then the end of its socket), so no generator frame stays suspended for
  * the connection's whole life. One generator function for every phone (`Effect.gen` per call
  * costs a fresh prototype each).
  */
@@ -120,14 +126,11 @@ const setUpPhone = Effect.fnUntraced(
       fields,
       writeTimeout: config.writeTimeout,
       messageTimeout: config.messageTimeout,
-      onWriteStall: phoneWriteStalled(conn, outbox, fields)
+      onWriteStall: () => phoneWriteStalled(conn, outbox, fields)
     })
 
     const forwarding = forwardPhone(phone, { registry, ledger, binaryBudget: config.phoneOutboxBytes })
-    return Effect.andThen(
-      Effect.flatMap(Effect.exit(forwarding), (forwarded) => forwardingEnded(conn, outbox, forwarded)),
-      conn.closed
-    )
+    return Effect.flatMap(Effect.exit(forwarding), (forwarded) => forwardingEnded(conn, outbox, forwarded))
   }
 )
 

@@ -33,7 +33,7 @@ const OFF: WatchOptions<void> = {
   heartbeatTimeout: FOREVER,
   writeTimeout: FOREVER,
   messageTimeout: FOREVER,
-  onWriteStall: Effect.void
+  onWriteStall: () => Effect.void
 }
 /** The heartbeat alone, pinging every `seconds` and waiting as long for the pong. */
 const heartbeatOf = (seconds: number): WatchOptions<void> => ({
@@ -47,7 +47,7 @@ const HEARTBEAT = heartbeatOf(30)
 const writeDeadline = <A>(onWriteStall: Effect.Effect<A>): WatchOptions<A> => ({
   ...OFF,
   writeTimeout: WRITE_TIMEOUT,
-  onWriteStall
+  onWriteStall: () => onWriteStall
 })
 
 /**
@@ -276,7 +276,7 @@ describe("one watch for all three", () => {
         heartbeatTimeout: Duration.seconds(3),
         writeTimeout: WRITE_TIMEOUT,
         messageTimeout: Duration.seconds(30),
-        onWriteStall: Effect.sync(() => ++stalls)
+        onWriteStall: () => Effect.sync(() => ++stalls)
       })
       yield* TestClock.adjust("5 seconds")
       conn.send(["x"]) // t = 5 s, never flushed
