@@ -439,7 +439,7 @@ describe("one watcher for many connections", () => {
       assert.deepStrictEqual(second.closeCalls, [CloseCodes.HeartbeatTimeout])
     }))
 
-  it.effect("an onWriteStall or a close that fails, dies or hangs does not stop the watcher for others", () =>
+  it.effect("an onWriteStall that throws, fails, dies or hangs, or a close that dies, does not stop the watcher for others", () =>
     Effect.gen(function*() {
       const watcher = yield* makeConnectionWatcher
       const stalling = (onWriteStall: Effect.Effect<unknown>) =>
@@ -448,6 +448,14 @@ describe("one watcher for many connections", () => {
           conn.send(["x"])
           yield* watchIn(watcher, conn, writeDeadline(onWriteStall))
         })
+      const throwing = yield* makeFakeConnection({ writes: "stall" })
+      throwing.send(["x"])
+      yield* watchIn(watcher, throwing, {
+        ...writeDeadline(Effect.void),
+        onWriteStall: () => {
+          throw new Error("onWriteStall builder defect")
+        }
+      })
       yield* stalling(Effect.die("onWriteStall defect"))
       yield* stalling(Effect.never)
       yield* stalling(Effect.fail("onWriteStall failure") as unknown as Effect.Effect<void>)
