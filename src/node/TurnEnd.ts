@@ -20,36 +20,27 @@ export interface ReadEndTask {
   readonly readEnded: () => void
 }
 
-let turnTasks: Array<TurnEndTask> = []
-let turnScheduled = false
-
-const runTurnTasks = (): void => {
-  turnScheduled = false
-  const tasks = turnTasks
-  turnTasks = []
-  for (let i = 0; i < tasks.length; i++) tasks[i]!.turnEnded()
+/** One batch: tasks queued until `schedule` runs them all, in order, once. */
+const makeBatch = <T>(schedule: (runAll: () => void) => void, run: (task: T) => void): (task: T) => void => {
+  let tasks: Array<T> = []
+  let scheduled = false
+  const runAll = (): void => {
+    scheduled = false
+    const due = tasks
+    tasks = []
+    for (let i = 0; i < due.length; i++) run(due[i]!)
+  }
+  return (task) => {
+    tasks.push(task)
+    if (scheduled) return
+    scheduled = true
+    schedule(runAll)
+  }
 }
 
-export const atTurnEnd = (task: TurnEndTask): void => {
-  turnTasks.push(task)
-  if (turnScheduled) return
-  turnScheduled = true
-  setImmediate(runTurnTasks)
-}
+export const atTurnEnd: (task: TurnEndTask) => void = makeBatch<TurnEndTask>(
+  (runAll) => setImmediate(runAll),
+  (task) => task.turnEnded()
+)
 
-let readTasks: Array<ReadEndTask> = []
-let readScheduled = false
-
-const runReadTasks = (): void => {
-  readScheduled = false
-  const tasks = readTasks
-  readTasks = []
-  for (let i = 0; i < tasks.length; i++) tasks[i]!.readEnded()
-}
-
-export const atReadEnd = (task: ReadEndTask): void => {
-  readTasks.push(task)
-  if (readScheduled) return
-  readScheduled = true
-  queueMicrotask(runReadTasks)
-}
+export const atReadEnd: (task: ReadEndTask) => void = makeBatch<ReadEndTask>(queueMicrotask, (task) => task.readEnded())
