@@ -38,33 +38,35 @@ interface BatchReport {
 const drop = (report: BatchReport, reason: Metrics.DropReason, frames = 1) =>
   report.drops.set(reason, (report.drops.get(reason) ?? 0) + frames)
 
+/** Log context of this binary's events; built only when one is logged (not per frame). */
+const binaryFields = (binary: BinaryHandle) => ({ server_id: binary.serverId, binary_conn_id: binary.connId })
+
 const route = (binary: BinaryHandle, registry: RegistryShape, message: Buffer, report: BatchReport): void => {
   const text = message.toString()
   const decoded = decode(text)
-  const fields = { server_id: binary.serverId, binary_conn_id: binary.connId }
   switch (decoded._tag) {
     case "Malformed":
     case "MissingConnId":
     case "MissingFrame": {
       drop(report, "malformed_envelope")
       const reason = decoded._tag === "Malformed" ? "malformed" : decoded._tag === "MissingConnId" ? "missing conn_id" : "missing frame"
-      report.events.push(Log.warn("envelope dropped", { ...fields, reason }))
+      report.events.push(Log.warn("envelope dropped", { ...binaryFields(binary), reason }))
       return
     }
     case "Wake": {
-      report.events.push(Log.info("push wake dropped", { ...fields, reason: "push off" }))
+      report.events.push(Log.info("push wake dropped", { ...binaryFields(binary), reason: "push off" }))
       return
     }
     case "Deliver": {
       const phone = registry.phoneFor(binary.serverId, decoded.connId)
       if (phone === undefined) {
         drop(report, "unknown_conn_id")
-        report.events.push(Log.warn("envelope dropped", { ...fields, reason: "unknown conn_id" }))
+        report.events.push(Log.warn("envelope dropped", { ...binaryFields(binary), reason: "unknown conn_id" }))
         return
       }
       let code = decoded.closeCode
       if (code !== 0 && !isWireCode(code)) {
-        report.events.push(Log.warn("close code replaced", { ...fields, conn_id: phone.connId, close_code: code }))
+        report.events.push(Log.warn("close code replaced", { ...binaryFields(binary), conn_id: phone.connId, close_code: code }))
         code = 1011
       }
       // An all-ASCII envelope (as many bytes as characters) has an all-ASCII frame: its size is its length.
@@ -73,18 +75,18 @@ const route = (binary: BinaryHandle, registry: RegistryShape, message: Buffer, r
       const result = phone.outbox.offer(frame, code, frameBytes)
       if (result._tag === "Refused") {
         if (decoded.frame !== undefined) drop(report, REFUSED_REASON[result.reason])
-        report.events.push(Log.warn("envelope dropped", { ...fields, conn_id: phone.connId, reason: "outbox closed" }))
+        report.events.push(Log.warn("envelope dropped", { ...binaryFields(binary), conn_id: phone.connId, reason: "outbox closed" }))
         return
       }
       if (code !== 0) {
         phone.closedByBinary = true
-        report.events.push(Log.info("phone closed by binary", { ...fields, conn_id: phone.connId, close_code: code }))
+        report.events.push(Log.info("phone closed by binary", { ...binaryFields(binary), conn_id: phone.connId, close_code: code }))
       }
       if (result._tag === "Accepted") report.touched.add(phone)
       if (result._tag === "Overflow") {
         drop(report, "backlog_full", result.dropped)
         report.overflowed.push([phone, result.close])
-        report.events.push(Log.warn("frame dropped", { ...fields, conn_id: phone.connId, reason: "phone backlog full" }))
+        report.events.push(Log.warn("frame dropped", { ...binaryFields(binary), conn_id: phone.connId, reason: "phone backlog full" }))
       }
     }
   }

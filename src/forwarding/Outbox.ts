@@ -6,7 +6,8 @@
  * once nothing is left to wait for — an idle phone has no writer. Enqueue never blocks. Each item costs `frame bytes (UTF-8) + 64` against the phone's
  * budget and the relay-wide ledger; the batch being written still counts until it is flushed.
  *
- * State ownership: `queue`, `used` and `state` belong to this outbox; `offer` and `stop` are
+ * State ownership: the queue (`frames`, its byte and cost sums, a pending directive), `used` and
+ * the flags belong to this outbox; `offer` and `stop` are
  * synchronous so the binary forwarder can call them inside one batch without yielding.
  */
 import type * as Context from "effect/Context"
@@ -21,13 +22,6 @@ import * as Metrics from "../observability/Metrics.ts"
 export const ITEM_OVERHEAD = 64
 /** Unflushed bytes the socket may hold before the writer waits for a flush (backpressure). */
 const WRITE_HIGH_WATER = 256 * 1024
-
-interface Item {
-  readonly frame: string | undefined
-  /** 0 = not a directive; otherwise the wire close code to close with after `frame`. */
-  readonly closeCode: number
-  readonly cost: number
-}
 
 /** Why an outbox stopped accepting: decides how refused enqueues are counted. */
 export type StopReason = "backlog_full" | "phone_write_failed" | "closing"
@@ -70,9 +64,14 @@ class PhoneOutbox implements Outbox {
   private readonly conn: PeerConnection
   private readonly budget: number
   private readonly ledger: BufferLedger
-  private queue: Array<Item> = []
+  /** Queued frames, in order: no object per frame (this is the hot path). */
+  private frames: Array<string> = []
+  /** UTF-8 bytes of the queued frames. */
+  private queuedBytes = 0
+  /** Close code of a queued directive, 0 for none. It is always last: after it nothing is accepted. */
+  private directive = 0
   private used = 0
-  /** Cost of items still in `queue` (they hold ledger bytes until handed to the socket). */
+  /** Cost of what is still queued (it holds ledger bytes until handed to the socket). */
   private queuedCost = 0
   /** Set once the outbox refuses new items (a directive was accepted, or it stopped). */
   private refusing: StopReason | undefined
@@ -96,8 +95,10 @@ class PhoneOutbox implements Outbox {
     if (this.ended) return 0
     this.ended = true
     this.refusing ??= reason
-    const dropped = this.queue.length
-    this.queue = []
+    const dropped = this.frames.length
+    this.frames = []
+    this.queuedBytes = 0
+    this.directive = 0
     this.ledger.bytes -= this.queuedCost
     this.used -= this.queuedCost
     this.queuedCost = 0
@@ -106,9 +107,10 @@ class PhoneOutbox implements Outbox {
 
   offer(frame: string | undefined, closeCode: number, frameBytes?: number): OfferResult {
     if (this.refusing !== undefined) return { _tag: "Refused", reason: this.refusing }
-    const cost = (frameBytes ?? (frame === undefined ? 0 : Buffer.byteLength(frame))) + ITEM_OVERHEAD
+    const bytes = frameBytes ?? (frame === undefined ? 0 : Buffer.byteLength(frame))
+    const cost = bytes + ITEM_OVERHEAD
     if (this.used + cost > this.budget || !fits(this.ledger, cost)) {
-      const dropped = this.stop("backlog_full") + 1
+      const dropped = this.stop("backlog_full") + (frame === undefined ? 0 : 1)
       return {
         _tag: "Overflow",
         dropped,
@@ -118,9 +120,15 @@ class PhoneOutbox implements Outbox {
     this.used += cost
     this.queuedCost += cost
     this.ledger.bytes += cost
-    this.queue.push({ frame, closeCode, cost })
+    if (frame !== undefined) {
+      this.frames.push(frame)
+      this.queuedBytes += bytes
+    }
     // A directive stops the outbox: later frames to this phone are refused (SPEC §2.3).
-    if (closeCode !== 0) this.refusing = "closing"
+    if (closeCode !== 0) {
+      this.directive = closeCode
+      this.refusing = "closing"
+    }
     return ACCEPTED
   }
 
@@ -134,11 +142,9 @@ class PhoneOutbox implements Outbox {
     this.context ??= context
     if (this.writing) return false
     if (this.failed) return true
-    if (this.queue.length === 0) return false
-    if (this.conn.pendingBytes() > WRITE_HIGH_WATER || this.refusing === "closing") return true
-    const batch = this.queue
-    this.queue = []
-    this.writeBatch(batch)
+    if (!this.hasQueued()) return false
+    if (this.conn.pendingBytes() > WRITE_HIGH_WATER || this.directive !== 0) return true
+    this.writeQueued()
     return this.failed
   }
 
@@ -150,17 +156,21 @@ class PhoneOutbox implements Outbox {
     return this.used
   }
 
-  /** The next batch: everything queued, in FIFO order; `undefined` once nothing is left or the outbox ended. */
-  private readonly take: Effect.Effect<Array<Item> | undefined> = Effect.suspend(() => {
-    if (this.ended || this.failed || this.queue.length === 0) return Effect.succeed(undefined)
-    // Backpressure: the socket takes more only below the high-water mark. Until then the items
-    // stay queued (a stop can still drop them); a failed flush sets `failed`.
+  private hasQueued(): boolean {
+    return this.frames.length > 0 || this.directive !== 0
+  }
+
+  /**
+   * Waits until what is queued may be written: `true` then, `false` once nothing is left or the
+   * outbox ended. Backpressure: the socket takes more only below the high-water mark; until then
+   * the frames stay queued (a stop can still drop them); a failed flush sets `failed`.
+   */
+  private readonly ready: Effect.Effect<boolean> = Effect.suspend(() => {
+    if (this.ended || this.failed || !this.hasQueued()) return Effect.succeed(false)
     if (this.conn.pendingBytes() > WRITE_HIGH_WATER) {
-      return Effect.flatMap(Effect.exit(this.conn.flushed), () => this.take)
+      return Effect.flatMap(Effect.exit(this.conn.flushed), () => this.ready)
     }
-    const batch = this.queue
-    this.queue = []
-    return Effect.succeed(batch)
+    return Effect.succeed(true)
   })
 
   /** Counting happens when the socket reports a batch flushed: once per frame actually written. */
@@ -183,26 +193,20 @@ class PhoneOutbox implements Outbox {
   }
 
   /**
-   * Hands one batch to the socket (the batch array, the outbox's own, is emptied) and returns the
-   * directive's close code, 0 for none. The writer does not wait for the flush unless the socket
-   * holds more than `WRITE_HIGH_WATER` unflushed bytes, so batches pipeline.
+   * Hands everything queued to the socket as one batch and returns the directive's close code, 0
+   * for none. The writer does not wait for the flush unless the socket holds more than
+   * `WRITE_HIGH_WATER` unflushed bytes, so batches pipeline.
    */
-  private writeBatch(items: Array<Item>): number {
-    const texts: Array<string> = []
-    let cost = 0
-    let bytes = 0
-    let directive = 0
-    for (const item of items) {
-      if (item.frame !== undefined) {
-        texts.push(item.frame)
-        bytes += item.cost - ITEM_OVERHEAD
-      }
-      cost += item.cost
-      if (item.closeCode !== 0) directive = item.closeCode
-    }
-    items.length = 0
+  private writeQueued(): number {
+    const texts = this.frames
+    const bytes = this.queuedBytes
+    const cost = this.queuedCost
+    const directive = this.directive
+    this.frames = []
+    this.queuedBytes = 0
+    this.queuedCost = 0
+    this.directive = 0
     // Handed to the socket: from here its unflushed bytes are counted by the connection.
-    this.queuedCost -= cost
     this.ledger.bytes -= cost
     const frames = texts.length
     if (frames === 0) {
@@ -220,10 +224,10 @@ class PhoneOutbox implements Outbox {
   /** The writer's loop: one generator function for every outbox (a `function*` per call costs a prototype each). */
   private static readonly loop = Effect.fnUntraced(function*(outbox: PhoneOutbox) {
     for (;;) {
-      const batch = yield* outbox.take
+      const ready = yield* outbox.ready
       if (outbox.failed) return yield* new PhoneWriteFailed()
-      if (batch === undefined) return
-      const directive = outbox.writeBatch(batch)
+      if (!ready) return
+      const directive = outbox.writeQueued()
       if (outbox.failed) return yield* new PhoneWriteFailed()
       if (directive !== 0) {
         // The directive closes after everything queued before it is written.
