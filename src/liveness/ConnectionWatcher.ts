@@ -54,6 +54,23 @@ export interface WatchOptions<A> {
   readonly fields?: Log.LogFields
 }
 
+/** The four deadlines, as the relay's configuration holds them. */
+export type WatchTiming = Pick<WatchOptions<unknown>, "heartbeatInterval" | "heartbeatTimeout" | "writeTimeout" | "messageTimeout">
+
+/** A session's watch options: the relay's deadlines, its log fields and what a write stall does. */
+export const watchOptions = <A>(
+  timing: WatchTiming,
+  fields: Log.LogFields,
+  onWriteStall: () => Effect.Effect<A>
+): WatchOptions<A> => ({
+  heartbeatInterval: timing.heartbeatInterval,
+  heartbeatTimeout: timing.heartbeatTimeout,
+  writeTimeout: timing.writeTimeout,
+  messageTimeout: timing.messageTimeout,
+  fields,
+  onWriteStall
+})
+
 type WatchResult = "heartbeat timeout" | "message timeout" | "write stalled" | "closed"
 
 /** One watched connection: all it costs while it is idle. */

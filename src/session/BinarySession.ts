@@ -12,7 +12,7 @@ import * as CloseCodes from "../domain/CloseCodes.ts"
 import { binaryConnId } from "../domain/ConnId.ts"
 import { forwardBinary } from "../forwarding/BinaryForwarder.ts"
 import { probe } from "../liveness/ConflictProbe.ts"
-import { ConnectionWatcher } from "../liveness/ConnectionWatcher.ts"
+import { ConnectionWatcher, watchOptions } from "../liveness/ConnectionWatcher.ts"
 import * as Log from "../observability/Log.ts"
 import * as Metrics from "../observability/Metrics.ts"
 import type { BinaryHandle } from "../registry/Handles.ts"
@@ -80,14 +80,10 @@ const setUpBinary = Effect.fnUntraced(
     yield* Metric.update(Metrics.upgradeAttempts.server.accept, 1)
 
     const fields = { server_id: binary.serverId, binary_conn_id: binary.connId }
-    yield* watcher.watch(conn, {
-      heartbeatInterval: config.heartbeatInterval,
-      heartbeatTimeout: config.heartbeatTimeout,
-      fields,
-      writeTimeout: config.writeTimeout,
-      messageTimeout: config.messageTimeout,
-      onWriteStall: () => Effect.andThen(Log.warn("write stalled", fields), conn.terminate)
-    })
+    yield* watcher.watch(
+      conn,
+      watchOptions(config, fields, () => Effect.andThen(Log.warn("write stalled", fields), conn.terminate))
+    )
     // The binary forwarder ends only when the socket is gone: nothing to wait for after it.
     return forwardBinary(binary, registry)
   }

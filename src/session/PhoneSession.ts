@@ -15,7 +15,7 @@ import * as CloseCodes from "../domain/CloseCodes.ts"
 import { closeNotice, envelopePrefix } from "../domain/Envelope.ts"
 import * as Outbox from "../forwarding/Outbox.ts"
 import { forwardPhone, type PhoneForwardError } from "../forwarding/PhoneForwarder.ts"
-import { ConnectionWatcher } from "../liveness/ConnectionWatcher.ts"
+import { ConnectionWatcher, watchOptions } from "../liveness/ConnectionWatcher.ts"
 import * as Log from "../observability/Log.ts"
 import * as Metrics from "../observability/Metrics.ts"
 import type { PhoneHandle } from "../registry/Handles.ts"
@@ -120,14 +120,7 @@ const setUpPhone = Effect.fnUntraced(
     yield* Metric.update(Metrics.upgradeAttempts.client.accept, 1)
 
     const fields = { server_id: info.serverId, conn_id: phone.connId }
-    yield* watcher.watch(conn, {
-      heartbeatInterval: config.heartbeatInterval,
-      heartbeatTimeout: config.heartbeatTimeout,
-      fields,
-      writeTimeout: config.writeTimeout,
-      messageTimeout: config.messageTimeout,
-      onWriteStall: () => phoneWriteStalled(conn, outbox, fields)
-    })
+    yield* watcher.watch(conn, watchOptions(config, fields, () => phoneWriteStalled(conn, outbox, fields)))
 
     const forwarding = forwardPhone(phone, { registry, ledger, binaryBudget: config.phoneOutboxBytes })
     return Effect.flatMap(Effect.exit(forwarding), (forwarded) => forwardingEnded(conn, outbox, forwarded))
