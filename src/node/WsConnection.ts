@@ -2,12 +2,13 @@
  * The `ws` adapter: implements the core's `PeerConnection` for one upgraded WebSocket.
  *
  * Reading: the messages one socket read delivers are collected and handed to the forwarder as
- * one batch (a microtask later); above a high-water mark of unread text the socket is paused
- * (TCP backpressure) and resumed once the forwarder caught up.
+ * one batch, as their bytes (in the microtask after that I/O callback, `TurnEnd.atReadEnd`);
+ * above a high-water mark of unread bytes the socket is paused (TCP backpressure) and resumed once
+ * the forwarder caught up.
  * Writing: `send` hands frames to the socket synchronously; the socket stays corked until the
- * current event-loop turn is done (`TurnEnd`), so the writes of one turn leave in one writev, and is uncorked
- * early every 64 KiB so flush progress stays visible to the write deadline. Flushes release bytes
- * from the relay-wide ledger and advance the progress clock.
+ * current event-loop turn is done (`TurnEnd.atTurnEnd`), so the writes of one turn leave in one
+ * writev, and is uncorked early every 64 KiB so flush progress stays visible to the write
+ * deadline. Flushes release bytes from the relay-wide ledger and advance the progress clock.
  * Closing: `close` starts the handshake at once; a peer that does not answer within the close
  * timeout is destroyed by a fiber in this connection's scope (time from `Clock`).
  */
