@@ -213,7 +213,17 @@ class PhoneOutbox implements Outbox {
       this.used -= cost
       return directive
     }
-    if (!this.conn.send(texts, this.onBatchFlushed(frames, bytes, cost), bytes)) {
+    // One exact-size buffer for the batch: the socket gets bytes (no string encoding in writev),
+    // and what it keeps pending is exactly these bytes (no larger read buffer pinned).
+    const batch = Buffer.allocUnsafeSlow(bytes)
+    const views: Array<Buffer> = new Array(frames)
+    let at = 0
+    for (let i = 0; i < frames; i++) {
+      const end = at + batch.write(texts[i]!, at)
+      views[i] = batch.subarray(at, end)
+      at = end
+    }
+    if (!this.conn.send(views, this.onBatchFlushed(frames, bytes, cost), bytes)) {
       this.used -= cost
       if (this.context !== undefined) Metrics.framesDropped.phone_write_failed.updateUnsafe(frames, this.context)
       this.failed = true
