@@ -1,10 +1,12 @@
 /**
  * The routing envelope of the binary leg (SPEC §2). Pure: no I/O, no Effect.
  *
- * Wrapping splices the phone's original text in (never parse + re-serialise: that can change
- * numbers and escapes). Unwrapping validates with `JSON.parse` and then finds the exact raw text
- * of the `frame` value with a small scanner, so the phone receives the bytes its binary sent.
+ * Wrapping splices the phone's original bytes in (never parse + re-serialise: that can change
+ * numbers and escapes). Unwrapping validates and locates the members in one pass over the bytes
+ * (`JsonBytes`), so the phone receives the bytes its binary sent and no string or object is built
+ * per frame.
  */
+import { skipWs, stringEnd, valueEnd } from "./JsonBytes.ts"
 
 /** `{"conn_id":"<id>","frame":` as UTF-8 — computed once per phone; the id is JSON-escaped (server-ids are attacker-controlled). */
 export const envelopePrefix = (connId: string): Buffer => Buffer.from(`{"conn_id":${JSON.stringify(connId)},"frame":`)
@@ -22,19 +24,9 @@ export const wrap = (prefix: Buffer, message: Buffer): Buffer =>
 export const closeNotice = (connId: string, code: number): string =>
   `{"conn_id":${JSON.stringify(connId)},"close_code":${code}}`
 
-/** Syntactically valid JSON (any value; surrounding whitespace allowed; empty is invalid). */
-export const isJson = (text: string): boolean => {
-  try {
-    JSON.parse(text)
-    return true
-  } catch {
-    return false
-  }
-}
-
 export type Decoded =
-  /** Route `frame` (raw JSON text, or undefined for none) to `connId`; `closeCode` 0 = no directive. */
-  | { readonly _tag: "Deliver"; readonly connId: string; readonly frame: string | undefined; readonly closeCode: number }
+  /** Route `frame` (the raw bytes of its JSON value, a view into the message; undefined for none) to `connId`; `closeCode` 0 = no directive. */
+  | { readonly _tag: "Deliver"; readonly connId: string; readonly frame: Buffer | undefined; readonly closeCode: number }
   | { readonly _tag: "Wake" }
   | { readonly _tag: "Malformed" }
   | { readonly _tag: "MissingConnId" }
@@ -45,108 +37,107 @@ const MISSING_CONN_ID: Decoded = { _tag: "MissingConnId" }
 const MISSING_FRAME: Decoded = { _tag: "MissingFrame" }
 const WAKE: Decoded = { _tag: "Wake" }
 
-const isPlainObject = (u: unknown): u is Record<string, unknown> =>
-  typeof u === "object" && u !== null && !Array.isArray(u)
+/** The envelope keys the relay reads; any other key is skipped (its value still validated). */
+const CONN_ID = 1
+const CLOSE_CODE = 2
+const PUSH_WAKE = 3
+const FRAME = 4
+const KEYS: ReadonlyArray<readonly [Buffer, number]> = [
+  [Buffer.from("conn_id"), CONN_ID],
+  [Buffer.from("close_code"), CLOSE_CODE],
+  [Buffer.from("push_wake"), PUSH_WAKE],
+  [Buffer.from("frame"), FRAME]
+]
+const KEY_NAMES = new Map(KEYS.map(([name, key]) => [name.toString(), key]))
 
-/** Decodes one binary message, in the validation order of SPEC §2.2. */
-export const decode = (text: string): Decoded => {
-  let parsed: unknown
-  try {
-    parsed = JSON.parse(text)
-  } catch {
-    return MALFORMED
-  }
-  if (!isPlainObject(parsed)) return MALFORMED
-  const connId = parsed.conn_id
-  const closeCode = parsed.close_code
-  const pushWake = parsed.push_wake
-  if (connId !== undefined && connId !== null && typeof connId !== "string") return MALFORMED
-  if (
-    closeCode !== undefined && closeCode !== null &&
-    !(typeof closeCode === "number" && Number.isInteger(closeCode) && closeCode >= 0 && closeCode <= 65535)
-  ) return MALFORMED
-  if (pushWake !== undefined && pushWake !== null && !isPlainObject(pushWake)) return MALFORMED
-
-  if (connId === undefined || connId === null || connId === "") {
-    return pushWake !== undefined && pushWake !== null ? WAKE : MISSING_CONN_ID
-  }
-  const code = typeof closeCode === "number" ? closeCode : 0
-  const frame = parsed.frame
-  const hasFrame = frame !== undefined && frame !== null
-  if (code === 0 && !hasFrame) return MISSING_FRAME
-  return { _tag: "Deliver", connId, frame: hasFrame ? rawMemberText(text, "frame") : undefined, closeCode: code }
+const hasBackslash = (b: Buffer, start: number, end: number): boolean => {
+  for (let i = start; i < end; i++) if (b[i] === 0x5c) return true
+  return false
 }
 
-// --- raw member scanner -------------------------------------------------------------------------
-// Only ever runs on text JSON.parse accepted, so it may assume well-formed JSON.
+/** The string a JSON string token `[start, end)` (quotes included) stands for. */
+const stringValue = (b: Buffer, start: number, end: number): string =>
+  hasBackslash(b, start + 1, end - 1) ? (JSON.parse(b.toString("utf8", start, end)) as string) : b.toString("utf8", start + 1, end - 1)
 
-const isWs = (c: number): boolean => c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09
-
-const skipWs = (s: string, i: number): number => {
-  while (i < s.length && isWs(s.charCodeAt(i))) i++
-  return i
+/** Which known key the string token `[start, end)` is (compared after unescaping, as JSON.parse does), 0 for none. */
+const keyOf = (b: Buffer, start: number, end: number): number => {
+  const length = end - start - 2
+  if (hasBackslash(b, start + 1, end - 1)) return KEY_NAMES.get(stringValue(b, start, end)) ?? 0
+  for (const [name, key] of KEYS) {
+    if (name.length !== length) continue
+    let k = 0
+    while (k < length && b[start + 1 + k] === name[k]) k++
+    if (k === length) return key
+  }
+  return 0
 }
 
-/** `i` at an opening quote; returns the index just past the closing quote. */
-const skipString = (s: string, i: number): number => {
-  let j = i + 1
-  for (;;) {
-    const q = s.indexOf("\"", j)
-    let backslashes = 0
-    for (let k = q - 1; s.charCodeAt(k) === 0x5c; k--) backslashes++
-    if (backslashes % 2 === 0) return q + 1
-    j = q + 1
-  }
-}
-
-/** `i` at the first character of a value; returns the index just past it. */
-const skipValue = (s: string, i: number): number => {
-  const c = s.charCodeAt(i)
-  if (c === 0x22) return skipString(s, i)
-  if (c === 0x7b || c === 0x5b) {
-    let depth = 0
-    let j = i
-    for (;;) {
-      const d = s.charCodeAt(j)
-      if (d === 0x22) {
-        j = skipString(s, j)
-        continue
-      }
-      if (d === 0x7b || d === 0x5b) depth++
-      else if (d === 0x7d || d === 0x5d) {
-        depth--
-        if (depth === 0) return j + 1
-      }
-      j++
-    }
-  }
-  let j = i
-  while (j < s.length) {
-    const d = s.charCodeAt(j)
-    if (d === 0x2c || d === 0x7d || d === 0x5d || isWs(d)) break
-    j++
-  }
-  return j
-}
+/** First byte of a JSON value token: its kind is all the checks need. */
+const isNull = (b: Buffer, start: number): boolean => b[start] === 0x6e
+const isString = (b: Buffer, start: number): boolean => b[start] === 0x22
+const isObject = (b: Buffer, start: number): boolean => b[start] === 0x7b
+const isNumber = (b: Buffer, start: number): boolean => b[start] === 0x2d || (b[start]! >= 0x30 && b[start]! <= 0x39)
 
 /**
- * The raw text of the top-level member `name` of a JSON object (the last one wins, as with
- * JSON.parse). Keys are compared after unescaping.
+ * Decodes one binary message (its UTF-8 bytes), in the validation order of SPEC §2.2. One pass
+ * over the bytes: the whole message is validated as JSON, the top-level members are located, and
+ * the frame is returned as the exact bytes the binary sent. As with `JSON.parse`, the last of
+ * duplicate keys wins and keys are compared after unescaping.
  */
-export const rawMemberText = (s: string, name: string): string | undefined => {
-  let found: string | undefined
-  let i = skipWs(s, 0) + 1 // past "{"
-  for (;;) {
-    i = skipWs(s, i)
-    if (s.charCodeAt(i) === 0x7d) return found
-    const keyEnd = skipString(s, i)
-    const rawKey = s.slice(i, keyEnd)
-    const key = rawKey.includes("\\") ? (JSON.parse(rawKey) as string) : rawKey.slice(1, -1)
-    i = skipWs(s, keyEnd) + 1 // past ":"
-    i = skipWs(s, i)
-    const valueEnd = skipValue(s, i)
-    if (key === name) found = s.slice(i, valueEnd)
-    i = skipWs(s, valueEnd)
-    if (s.charCodeAt(i) === 0x2c) i++
+export const decode = (b: Buffer): Decoded => {
+  const n = b.length
+  // Token spans of the members read, -1 for absent (the last duplicate wins).
+  let connId = -1
+  let connIdEnd = -1
+  let closeCode = -1
+  let closeCodeEnd = -1
+  let pushWake = -1
+  let frame = -1
+  let frameEnd = -1
+  let i = skipWs(b, 0)
+  if (i >= n || b[i] !== 0x7b) return MALFORMED // not an object (or not JSON at all)
+  i = skipWs(b, i + 1)
+  if (i < n && b[i] === 0x7d) i++
+  else {
+    for (;;) {
+      if (i >= n || b[i] !== 0x22) return MALFORMED
+      const keyEnd = stringEnd(b, i)
+      if (keyEnd < 0) return MALFORMED
+      const key = keyOf(b, i, keyEnd)
+      const colon = skipWs(b, keyEnd)
+      if (colon >= n || b[colon] !== 0x3a) return MALFORMED
+      const start = skipWs(b, colon + 1)
+      const end = valueEnd(b, start)
+      if (end < 0) return MALFORMED
+      if (key === CONN_ID) (connId = start), (connIdEnd = end)
+      else if (key === CLOSE_CODE) (closeCode = start), (closeCodeEnd = end)
+      else if (key === PUSH_WAKE) pushWake = start
+      else if (key === FRAME) (frame = start), (frameEnd = end)
+      i = skipWs(b, end)
+      if (i < n && b[i] === 0x2c) i = skipWs(b, i + 1)
+      else if (i < n && b[i] === 0x7d) {
+        i++
+        break
+      } else return MALFORMED
+    }
   }
+  if (skipWs(b, i) !== n) return MALFORMED
+
+  const hasConnId = connId >= 0 && !isNull(b, connId)
+  if (hasConnId && !isString(b, connId)) return MALFORMED
+  let code = 0
+  if (closeCode >= 0 && !isNull(b, closeCode)) {
+    if (!isNumber(b, closeCode)) return MALFORMED
+    code = Number(b.toString("latin1", closeCode, closeCodeEnd))
+    if (!(Number.isInteger(code) && code >= 0 && code <= 65535)) return MALFORMED
+  }
+  const hasPushWake = pushWake >= 0 && !isNull(b, pushWake)
+  if (hasPushWake && !isObject(b, pushWake)) return MALFORMED
+
+  const id = hasConnId ? stringValue(b, connId, connIdEnd) : ""
+  if (id === "") return hasPushWake ? WAKE : MISSING_CONN_ID
+  const hasFrame = frame >= 0 && !isNull(b, frame)
+  if (code === 0 && !hasFrame) return MISSING_FRAME
+  // `-0` is a valid close_code spelling of 0: no directive.
+  return { _tag: "Deliver", connId: id, frame: hasFrame ? b.subarray(frame, frameEnd) : undefined, closeCode: code === 0 ? 0 : code }
 }

@@ -41,9 +41,9 @@ const drop = (report: BatchReport, reason: Metrics.DropReason, frames = 1) =>
 /** Log context of this binary's events; built only when one is logged (not per frame). */
 const binaryFields = (binary: BinaryHandle) => ({ server_id: binary.serverId, binary_conn_id: binary.connId })
 
+/** Routes one envelope: its frame (a view into `message`) is queued on the addressed phone's outbox. */
 const route = (binary: BinaryHandle, registry: RegistryShape, message: Buffer, report: BatchReport): void => {
-  const text = message.toString()
-  const decoded = decode(text)
+  const decoded = decode(message)
   switch (decoded._tag) {
     case "Malformed":
     case "MissingConnId":
@@ -69,10 +69,7 @@ const route = (binary: BinaryHandle, registry: RegistryShape, message: Buffer, r
         report.events.push(Log.warn("close code replaced", { ...binaryFields(binary), conn_id: phone.connId, close_code: code }))
         code = 1011
       }
-      // An all-ASCII envelope (as many bytes as characters) has an all-ASCII frame: its size is its length.
-      const frame = decoded.frame
-      const frameBytes = frame === undefined ? 0 : text.length === message.length ? frame.length : Buffer.byteLength(frame)
-      const result = phone.outbox.offer(frame, code, frameBytes)
+      const result = phone.outbox.offer(decoded.frame, code)
       if (result._tag === "Refused") {
         if (decoded.frame !== undefined) drop(report, REFUSED_REASON[result.reason])
         report.events.push(Log.warn("envelope dropped", { ...binaryFields(binary), conn_id: phone.connId, reason: "outbox closed" }))
@@ -100,7 +97,7 @@ const routeBatch = (
 ) =>
   Effect.suspend(() => {
     const report: BatchReport = { drops: new Map(), events: [], overflowed: [], touched: new Set() }
-    for (const text of batch) route(binary, registry, text, report)
+    for (const message of batch) route(binary, registry, message, report)
     // Touched outboxes are written through, one write each; those with something that must wait
     // (backpressure, a directive, a failed write) get their writer.
     let waiting: Array<PhoneHandle> | undefined

@@ -3,8 +3,13 @@
  * forwarder writes it through at the end of each routing pass while the socket has room; only
  * when something must wait (backpressure above the high-water mark, a directive that closes after
  * its flush, a failed write) does a writer fiber run, forked into the phone's scope, and it ends
- * once nothing is left to wait for — an idle phone has no writer. Enqueue never blocks. Each item costs `frame bytes (UTF-8) + 64` against the phone's
+ * once nothing is left to wait for — an idle phone has no writer. Enqueue never blocks. Each item costs `frame bytes + 64` against the phone's
  * budget and the relay-wide ledger; the batch being written still counts until it is flushed.
+ *
+ * Frames arrive as views into the binary's reads (no copy on the way in). A frame written through
+ * at the end of its routing pass is copied once, into the batch buffer; frames that must wait are
+ * first copied into a buffer of their own at the end of that pass, so a waiting frame never pins
+ * the (possibly much larger) read it came from: what the budget counts is what is held.
  *
  * State ownership: the queue (`frames`, its byte and cost sums, a pending directive), `used` and
  * the flags belong to this outbox; `offer` and `stop` are
@@ -35,8 +40,8 @@ export type OfferResult =
 const ACCEPTED: OfferResult = { _tag: "Accepted" }
 
 export interface Outbox {
-  /** `frameBytes`: the frame's UTF-8 size, when the caller already knows it. */
-  readonly offer: (frame: string | undefined, closeCode: number, frameBytes?: number) => OfferResult
+  /** `frame`: the frame's bytes (valid for the current routing pass: the outbox keeps a copy if it must wait). */
+  readonly offer: (frame: Buffer | undefined, closeCode: number) => OfferResult
   /**
    * Writes the queue through at once when no writer runs and the socket has room; `context` is
    * the caller's (its metric registry counts what is flushed). `true` when something is left
@@ -65,8 +70,10 @@ class PhoneOutbox implements Outbox {
   private readonly budget: number
   private readonly ledger: BufferLedger
   /** Queued frames, in order: no object per frame (this is the hot path). */
-  private frames: Array<string> = []
-  /** UTF-8 bytes of the queued frames. */
+  private frames: Array<Buffer> = []
+  /** How many of the first queued frames are the outbox's own copies (the rest are views into reads). */
+  private owned = 0
+  /** Bytes of the queued frames. */
   private queuedBytes = 0
   /** Close code of a queued directive, 0 for none. It is always last: after it nothing is accepted. */
   private directive = 0
@@ -97,6 +104,7 @@ class PhoneOutbox implements Outbox {
     this.refusing ??= reason
     const dropped = this.frames.length
     this.frames = []
+    this.owned = 0
     this.queuedBytes = 0
     this.directive = 0
     this.ledger.bytes -= this.queuedCost
@@ -105,9 +113,9 @@ class PhoneOutbox implements Outbox {
     return dropped
   }
 
-  offer(frame: string | undefined, closeCode: number, frameBytes?: number): OfferResult {
+  offer(frame: Buffer | undefined, closeCode: number): OfferResult {
     if (this.refusing !== undefined) return { _tag: "Refused", reason: this.refusing }
-    const bytes = frameBytes ?? (frame === undefined ? 0 : Buffer.byteLength(frame))
+    const bytes = frame === undefined ? 0 : frame.length
     const cost = bytes + ITEM_OVERHEAD
     if (this.used + cost > this.budget || !fits(this.ledger, cost)) {
       const dropped = this.stop("backlog_full") + (frame === undefined ? 0 : 1)
@@ -136,16 +144,43 @@ class PhoneOutbox implements Outbox {
    * Writes through what is queued, in order, right now — if no writer runs, the socket has room
    * and no directive is queued (a directive must wait for its flush: the writer's job). The
    * binary forwarder calls it once per phone after a routing pass, so a batch of frames for one
-   * phone leaves as one write.
+   * phone leaves as one write. Frames left queued are copied out of the reads they came from.
    */
   flush(context: Context.Context<never>): boolean {
     this.context ??= context
-    if (this.writing) return false
+    if (this.writing) {
+      this.own()
+      return false
+    }
     if (this.failed) return true
     if (!this.hasQueued()) return false
-    if (this.conn.pendingBytes() > WRITE_HIGH_WATER || this.directive !== 0) return true
+    if (this.conn.pendingBytes() > WRITE_HIGH_WATER || this.directive !== 0) {
+      this.own()
+      return true
+    }
     this.writeQueued()
     return this.failed
+  }
+
+  /**
+   * Copies the queued frames that are still views into the binary's reads into one buffer of the
+   * outbox's own: a frame that waits must not keep a whole read (other phones' frames, or one
+   * large message) alive.
+   */
+  private own(): void {
+    const frames = this.frames
+    if (this.owned === frames.length) return
+    let bytes = 0
+    for (let i = this.owned; i < frames.length; i++) bytes += frames[i]!.length
+    const copy = Buffer.allocUnsafeSlow(bytes)
+    let at = 0
+    for (let i = this.owned; i < frames.length; i++) {
+      const frame = frames[i]!
+      copy.set(frame, at)
+      frames[i] = copy.subarray(at, at + frame.length)
+      at += frame.length
+    }
+    this.owned = frames.length
   }
 
   get startWriter(): Effect.Effect<void> {
@@ -198,28 +233,31 @@ class PhoneOutbox implements Outbox {
    * `WRITE_HIGH_WATER` unflushed bytes, so batches pipeline.
    */
   private writeQueued(): number {
-    const texts = this.frames
+    const queued = this.frames
     const bytes = this.queuedBytes
     const cost = this.queuedCost
     const directive = this.directive
     this.frames = []
+    this.owned = 0
     this.queuedBytes = 0
     this.queuedCost = 0
     this.directive = 0
     // Handed to the socket: from here its unflushed bytes are counted by the connection.
     this.ledger.bytes -= cost
-    const frames = texts.length
+    const frames = queued.length
     if (frames === 0) {
       this.used -= cost
       return directive
     }
-    // One exact-size buffer for the batch: the socket gets bytes (no string encoding in writev),
-    // and what it keeps pending is exactly these bytes (no larger read buffer pinned).
+    // One exact-size buffer for the batch: what the socket keeps pending is exactly these bytes
+    // (no read buffer pinned), and writev gets one buffer per frame.
     const batch = Buffer.allocUnsafeSlow(bytes)
     const views: Array<Buffer> = new Array(frames)
     let at = 0
     for (let i = 0; i < frames; i++) {
-      const end = at + batch.write(texts[i]!, at)
+      const frame = queued[i]!
+      const end = at + frame.length
+      batch.set(frame, at)
       views[i] = batch.subarray(at, end)
       at = end
     }

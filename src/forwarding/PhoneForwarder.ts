@@ -9,7 +9,8 @@ import type * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Stream from "effect/Stream"
 import { type BufferLedger, fits } from "../connection/BufferLedger.ts"
-import { isJson, wrap } from "../domain/Envelope.ts"
+import { wrap } from "../domain/Envelope.ts"
+import { isJson } from "../domain/JsonBytes.ts"
 import { BinaryWriteFailed, InvalidJson, NoBinary } from "../domain/Errors.ts"
 import * as Metrics from "../observability/Metrics.ts"
 import type { PhoneHandle } from "../registry/Handles.ts"
@@ -65,7 +66,7 @@ const forwardBatch = (
   let invalidAt = -1
   for (let i = 0; i < batch.length; i++) {
     const message = batch[i]!
-    if (!isJson(message.toString())) {
+    if (!isJson(message)) {
       invalidAt = i
       break
     }

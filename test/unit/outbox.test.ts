@@ -32,6 +32,10 @@ const deliver = (outbox: Outbox.Outbox) =>
     settle
   )
 
+/** Offers a frame given as text: the outbox takes bytes (views into a read, in the relay). */
+const offer = (outbox: Outbox.Outbox, frame: string | undefined, closeCode: number) =>
+  outbox.offer(frame === undefined ? undefined : Buffer.from(frame), closeCode)
+
 /** Runs the writer as a fiber of its own (to join it), and lets it reach its first wait. */
 const runWriter = (outbox: Outbox.Outbox) => Effect.tap(Effect.forkChild(outbox.run), () => settle)
 
@@ -42,10 +46,10 @@ describe("outbox", () => {
       const frames = [1, 2, 3, 4, 5, 6].map((n) => frame(n))
 
       // Offers of one routing pass leave together, in order.
-      outbox.offer(frames[0], 0)
-      outbox.offer(frames[1], 0)
-      outbox.offer(frames[2], 0)
-      outbox.offer(frames[3], 0)
+      offer(outbox, frames[0], 0)
+      offer(outbox, frames[1], 0)
+      offer(outbox, frames[2], 0)
+      offer(outbox, frames[3], 0)
       yield* deliver(outbox)
       assert.deepStrictEqual(conn.sent, frames.slice(0, 4))
       assert.strictEqual(yield* count(Metrics.framesForwardedBinaryToPhone), 0) // handed over, not flushed
@@ -54,8 +58,8 @@ describe("outbox", () => {
       yield* settle
       assert.strictEqual(yield* count(Metrics.framesForwardedBinaryToPhone), 4)
 
-      outbox.offer(frames[4], 0)
-      outbox.offer(frames[5], 0)
+      offer(outbox, frames[4], 0)
+      offer(outbox, frames[5], 0)
       yield* deliver(outbox)
       conn.flush()
       yield* settle
@@ -73,11 +77,11 @@ describe("outbox", () => {
     isolated(Effect.gen(function*() {
       const { conn, outbox } = yield* setup({ writes: "stall" })
       const context = yield* Effect.context<never>()
-      outbox.offer("1", 0)
-      outbox.offer("2", 0)
+      offer(outbox, "1", 0)
+      offer(outbox, "2", 0)
       assert.isFalse(outbox.flush(context)) // nothing left for a writer
       assert.deepStrictEqual(conn.sent, ["1", "2"]) // synchronously, as one write
-      outbox.offer("3", 4000)
+      offer(outbox, "3", 4000)
       assert.isTrue(outbox.flush(context))
       assert.deepStrictEqual(conn.sent, ["1", "2"]) // the directive is the writer's: it must wait for the flush
       yield* outbox.startWriter
@@ -92,9 +96,9 @@ describe("outbox", () => {
       const context = yield* Effect.context<never>()
       // Past the write high-water mark, later frames wait for the writer.
       const big = frame(0, 300 * 1024)
-      outbox.offer(big, 0)
+      offer(outbox, big, 0)
       assert.isFalse(outbox.flush(context))
-      outbox.offer("1", 0)
+      offer(outbox, "1", 0)
       assert.isTrue(outbox.flush(context))
       const writer = yield* runWriter(outbox)
       assert.isUndefined(writer.pollUnsafe()) // waiting for the socket to drain
@@ -103,7 +107,7 @@ describe("outbox", () => {
       yield* Fiber.join(writer)
       assert.deepStrictEqual(conn.sent, [big, "1"])
       // No writer now; the next frames are written through again.
-      outbox.offer("2", 0)
+      offer(outbox, "2", 0)
       assert.isFalse(outbox.flush(context))
       assert.deepStrictEqual(conn.sent, [big, "1", "2"])
     })))
@@ -111,9 +115,9 @@ describe("outbox", () => {
   it.effect("a directive closes only after the frames queued before it were written", () =>
     isolated(Effect.gen(function*() {
       const { conn, ledger, outbox } = yield* setup({ writes: "stall" })
-      outbox.offer("1", 0)
-      outbox.offer("2", 0)
-      assert.deepStrictEqual(outbox.offer("\"bye\"", 4000), { _tag: "Accepted" })
+      offer(outbox, "1", 0)
+      offer(outbox, "2", 0)
+      assert.deepStrictEqual(offer(outbox, "\"bye\"", 4000), { _tag: "Accepted" })
       const writer = yield* runWriter(outbox)
       assert.deepStrictEqual(conn.sent, ["1", "2", "\"bye\""])
       assert.strictEqual(conn.closeCalls.length, 0) // not before they are written
@@ -133,8 +137,8 @@ describe("outbox", () => {
   it.effect("a directive without a frame closes after the earlier frames, writing nothing more", () =>
     isolated(Effect.gen(function*() {
       const { conn, outbox } = yield* setup({ writes: "stall" })
-      outbox.offer("1", 0)
-      outbox.offer(undefined, 4001)
+      offer(outbox, "1", 0)
+      offer(outbox, undefined, 4001)
       const writer = yield* runWriter(outbox)
       assert.strictEqual(conn.closeCalls.length, 0)
       conn.flush()
@@ -147,9 +151,9 @@ describe("outbox", () => {
   it.effect("frames and directives after a directive are refused", () =>
     isolated(Effect.gen(function*() {
       const { conn, outbox } = yield* setup()
-      assert.deepStrictEqual(outbox.offer(undefined, 4000), { _tag: "Accepted" })
-      assert.deepStrictEqual(outbox.offer("1", 0), { _tag: "Refused", reason: "closing" })
-      assert.deepStrictEqual(outbox.offer("2", 4001), { _tag: "Refused", reason: "closing" })
+      assert.deepStrictEqual(offer(outbox, undefined, 4000), { _tag: "Accepted" })
+      assert.deepStrictEqual(offer(outbox, "1", 0), { _tag: "Refused", reason: "closing" })
+      assert.deepStrictEqual(offer(outbox, "2", 4001), { _tag: "Refused", reason: "closing" })
       yield* Fiber.join(yield* runWriter(outbox))
       assert.deepStrictEqual(conn.sent, [])
       assert.deepStrictEqual(conn.closeCalls, [{ code: 4000, reason: "" }])
@@ -159,13 +163,13 @@ describe("outbox", () => {
     isolated(Effect.gen(function*() {
       const { ledger, outbox } = yield* setup({ budget: 1000 })
       const big = frame(0, 300)
-      assert.deepStrictEqual(outbox.offer(big, 0), { _tag: "Accepted" })
-      assert.deepStrictEqual(outbox.offer(big, 0), { _tag: "Accepted" })
+      assert.deepStrictEqual(offer(outbox, big, 0), { _tag: "Accepted" })
+      assert.deepStrictEqual(offer(outbox, big, 0), { _tag: "Accepted" })
       assert.strictEqual(outbox.usedBytes(), 2 * cost(big))
-      assert.deepStrictEqual(outbox.offer(big, 0), { _tag: "Overflow", dropped: 3, close: CloseCodes.PhoneBacklogFull })
-      assert.deepStrictEqual(outbox.offer(big, 0), { _tag: "Refused", reason: "backlog_full" })
-      assert.deepStrictEqual(outbox.offer("1", 0), { _tag: "Refused", reason: "backlog_full" })
-      assert.deepStrictEqual(outbox.offer("1", 4000), { _tag: "Refused", reason: "backlog_full" })
+      assert.deepStrictEqual(offer(outbox, big, 0), { _tag: "Overflow", dropped: 3, close: CloseCodes.PhoneBacklogFull })
+      assert.deepStrictEqual(offer(outbox, big, 0), { _tag: "Refused", reason: "backlog_full" })
+      assert.deepStrictEqual(offer(outbox, "1", 0), { _tag: "Refused", reason: "backlog_full" })
+      assert.deepStrictEqual(offer(outbox, "1", 4000), { _tag: "Refused", reason: "backlog_full" })
       assert.strictEqual(outbox.usedBytes(), 0)
       assert.strictEqual(ledger.bytes, 0)
     })))
@@ -174,13 +178,13 @@ describe("outbox", () => {
     isolated(Effect.gen(function*() {
       const { conn, outbox } = yield* setup({ writes: "stall", budget: 1000 })
       const big = frame(0, 300)
-      outbox.offer(big, 0)
-      outbox.offer(big, 0)
+      offer(outbox, big, 0)
+      offer(outbox, big, 0)
       yield* deliver(outbox)
       assert.deepStrictEqual(conn.sent, [big, big]) // in flight, not flushed
       assert.strictEqual(outbox.usedBytes(), 2 * cost(big))
       // Nothing is queued any more, yet the in-flight bytes still fill the budget.
-      assert.deepStrictEqual(outbox.offer(big, 0), { _tag: "Overflow", dropped: 1, close: CloseCodes.PhoneBacklogFull })
+      assert.deepStrictEqual(offer(outbox, big, 0), { _tag: "Overflow", dropped: 1, close: CloseCodes.PhoneBacklogFull })
     })))
 
   it.effect("a flushed item frees its budget", () =>
@@ -188,7 +192,7 @@ describe("outbox", () => {
       const { outbox } = yield* setup({ budget: 1000 })
       const big = frame(0, 300)
       for (let i = 0; i < 20; i++) {
-        assert.deepStrictEqual(outbox.offer(big, 0), { _tag: "Accepted" })
+        assert.deepStrictEqual(offer(outbox, big, 0), { _tag: "Accepted" })
         yield* deliver(outbox)
       }
       assert.strictEqual(yield* count(Metrics.framesForwardedBinaryToPhone), 20)
@@ -198,17 +202,17 @@ describe("outbox", () => {
     isolated(Effect.gen(function*() {
       const text = JSON.stringify("é🎉".repeat(10)) // 62 bytes, 32 UTF-16 units
       const { ledger, outbox } = yield* setup({ budget: cost(text) * 2 - 1 })
-      assert.deepStrictEqual(outbox.offer(text, 0), { _tag: "Accepted" })
+      assert.deepStrictEqual(offer(outbox, text, 0), { _tag: "Accepted" })
       assert.strictEqual(outbox.usedBytes(), Buffer.byteLength(text) + 64)
       assert.strictEqual(ledger.bytes, Buffer.byteLength(text) + 64)
-      assert.strictEqual(outbox.offer(text, 0)._tag, "Overflow")
+      assert.strictEqual(offer(outbox, text, 0)._tag, "Overflow")
     })))
 
   it.effect("an overflowing directive reports the directive's code", () =>
     isolated(Effect.gen(function*() {
       const { outbox } = yield* setup({ budget: 1000 })
-      assert.deepStrictEqual(outbox.offer(frame(0, 900), 0), { _tag: "Accepted" })
-      assert.deepStrictEqual(outbox.offer(frame(1, 100), 4001), {
+      assert.deepStrictEqual(offer(outbox, frame(0, 900), 0), { _tag: "Accepted" })
+      assert.deepStrictEqual(offer(outbox, frame(1, 100), 4001), {
         _tag: "Overflow",
         dropped: 2,
         close: { code: 4001, reason: "" }
@@ -220,10 +224,37 @@ describe("outbox", () => {
       const ledger = makeBufferLedger(500)
       const { outbox } = yield* setup({ ledger })
       const big = frame(0, 300)
-      assert.deepStrictEqual(outbox.offer(big, 0), { _tag: "Accepted" })
+      assert.deepStrictEqual(offer(outbox, big, 0), { _tag: "Accepted" })
       assert.strictEqual(ledger.bytes, cost(big))
-      assert.deepStrictEqual(outbox.offer(big, 0), { _tag: "Overflow", dropped: 2, close: CloseCodes.PhoneBacklogFull })
+      assert.deepStrictEqual(offer(outbox, big, 0), { _tag: "Overflow", dropped: 2, close: CloseCodes.PhoneBacklogFull })
       assert.strictEqual(ledger.bytes, 0)
+    })))
+
+  it.effect("a frame that must wait is copied out of the read it came from at the end of its pass", () =>
+    isolated(Effect.gen(function*() {
+      const { conn, outbox } = yield* setup({ writes: "stall" })
+      // Fill the socket above the high-water mark: what comes next must wait for the writer.
+      const big = Buffer.from(JSON.stringify("x".repeat(300 * 1024)))
+      outbox.offer(big, 0)
+      yield* deliver(outbox)
+      assert.strictEqual(conn.sent.length, 1)
+
+      // Two frames that are views into one read (as the binary forwarder hands them over), then a
+      // directive: nothing of this pass can be written now.
+      const read = Buffer.from("{\"conn_id\":\"c\",\"frame\":\"one\"}{\"conn_id\":\"c\",\"frame\":[2]}")
+      const one = read.indexOf("\"one\"")
+      const two = read.indexOf("[2]")
+      outbox.offer(read.subarray(one, one + 5), 0)
+      outbox.offer(read.subarray(two, two + 3), 4000)
+      yield* deliver(outbox)
+      // The read's buffer is reused (or freed) once the pass is over; the outbox must not care.
+      read.fill(0x23)
+      conn.flush()
+      yield* settle
+      conn.flush()
+      yield* settle
+      assert.deepStrictEqual(conn.sent.slice(1), ["\"one\"", "[2]"])
+      assert.deepStrictEqual(conn.closeCalls, [{ code: 4000, reason: "" }])
     })))
 
   it.effect("a stalled phone does not delay a sibling's outbox", () =>
@@ -232,8 +263,8 @@ describe("outbox", () => {
       const stalled = yield* setup({ writes: "stall", ledger })
       const healthy = yield* setup({ ledger })
       for (let i = 0; i < 5; i++) {
-        stalled.outbox.offer(frame(i), 0)
-        healthy.outbox.offer(frame(i), 0)
+        offer(stalled.outbox, frame(i), 0)
+        offer(healthy.outbox, frame(i), 0)
       }
       yield* deliver(stalled.outbox)
       yield* deliver(healthy.outbox)
@@ -246,13 +277,13 @@ describe("outbox", () => {
   it.effect("a failed send stops the outbox, drops what is pending and closes 1011 phone write failed", () =>
     isolated(Effect.gen(function*() {
       const { conn, ledger, outbox } = yield* setup({ writes: "fail" })
-      outbox.offer("1", 0)
+      offer(outbox, "1", 0)
       yield* Fiber.join(yield* runWriter(outbox))
       assert.deepStrictEqual(conn.closeCalls, [CloseCodes.PhoneWriteFailed])
       assert.strictEqual(conn.closedWith()?.reason, "phone write failed")
       assert.strictEqual(yield* count(Metrics.framesDropped.phone_write_failed), 1)
       assert.strictEqual(yield* count(Metrics.framesForwardedBinaryToPhone), 0)
-      assert.deepStrictEqual(outbox.offer("2", 0), { _tag: "Refused", reason: "phone_write_failed" })
+      assert.deepStrictEqual(offer(outbox, "2", 0), { _tag: "Refused", reason: "phone_write_failed" })
       assert.strictEqual(outbox.usedBytes(), 0)
       assert.strictEqual(ledger.bytes, 0)
     })))
@@ -260,15 +291,15 @@ describe("outbox", () => {
   it.effect("a socket lost during a write drops the frame in flight and everything queued", () =>
     isolated(Effect.gen(function*() {
       const { conn, ledger, outbox } = yield* setup({ writes: "stall" })
-      outbox.offer("1", 0)
-      outbox.offer("2", 0)
-      outbox.offer("3", 0)
+      offer(outbox, "1", 0)
+      offer(outbox, "2", 0)
+      offer(outbox, "3", 0)
       yield* deliver(outbox)
-      outbox.offer("4", 0) // queued, never written
+      offer(outbox, "4", 0) // queued, never written
       conn.peerClose(1006)
       assert.strictEqual(yield* count(Metrics.framesDropped.phone_write_failed), 4)
       assert.strictEqual(yield* count(Metrics.framesForwardedBinaryToPhone), 0)
-      assert.deepStrictEqual(outbox.offer("5", 0), { _tag: "Refused", reason: "phone_write_failed" })
+      assert.deepStrictEqual(offer(outbox, "5", 0), { _tag: "Refused", reason: "phone_write_failed" })
       assert.strictEqual(outbox.usedBytes(), 0)
       assert.strictEqual(ledger.bytes, 0)
     })))
@@ -278,10 +309,10 @@ describe("outbox", () => {
       const { conn, ledger, outbox } = yield* setup({ writes: "stall" })
       // Past the write high-water mark the writer waits for a flush; later offers queue.
       const inFlight = frame(0, 300 * 1024)
-      outbox.offer(inFlight, 0)
+      offer(outbox, inFlight, 0)
       yield* deliver(outbox)
-      outbox.offer("\"queued 1\"", 0)
-      outbox.offer("\"queued 2\"", 0)
+      offer(outbox, "\"queued 1\"", 0)
+      offer(outbox, "\"queued 2\"", 0)
       const writer = yield* runWriter(outbox)
       assert.isUndefined(writer.pollUnsafe())
       assert.strictEqual(ledger.bytes, inFlight.length + cost("\"queued 1\"") + cost("\"queued 2\""))
@@ -289,7 +320,7 @@ describe("outbox", () => {
       assert.strictEqual(outbox.stop("closing"), 2)
       assert.strictEqual(outbox.stop("closing"), 0)
       assert.strictEqual(ledger.bytes, inFlight.length) // still unflushed in the socket
-      assert.deepStrictEqual(outbox.offer("x", 0), { _tag: "Refused", reason: "closing" })
+      assert.deepStrictEqual(offer(outbox, "x", 0), { _tag: "Refused", reason: "closing" })
 
       yield* conn.close(CloseCodes.Reclaimed) // an eviction closes the socket at once
       yield* Fiber.join(writer)
