@@ -234,6 +234,7 @@ class PhoneOutbox implements Outbox {
    */
   private writeQueued(): number {
     const queued = this.frames
+    const owned = this.owned
     const bytes = this.queuedBytes
     const cost = this.queuedCost
     const directive = this.directive
@@ -249,19 +250,22 @@ class PhoneOutbox implements Outbox {
       this.used -= cost
       return directive
     }
-    // One exact-size buffer for the batch: what the socket keeps pending is exactly these bytes
-    // (no read buffer pinned), and writev gets one buffer per frame.
-    const batch = Buffer.allocUnsafeSlow(bytes)
-    const views: Array<Buffer> = new Array(frames)
-    let at = 0
-    for (let i = 0; i < frames; i++) {
-      const frame = queued[i]!
-      const end = at + frame.length
-      batch.set(frame, at)
-      views[i] = batch.subarray(at, end)
-      at = end
+    // Frames still in their reads are copied once into an exact-size buffer, the outbox's own
+    // copies go as they are: what the socket keeps pending is exactly these bytes (no read pinned).
+    if (owned < frames) {
+      let readBytes = 0
+      for (let i = owned; i < frames; i++) readBytes += queued[i]!.length
+      const batch = Buffer.allocUnsafeSlow(readBytes)
+      let at = 0
+      for (let i = owned; i < frames; i++) {
+        const frame = queued[i]!
+        const end = at + frame.length
+        batch.set(frame, at)
+        queued[i] = batch.subarray(at, end)
+        at = end
+      }
     }
-    if (!this.conn.send(views, this.onBatchFlushed(frames, bytes, cost), bytes)) {
+    if (!this.conn.send(queued, this.onBatchFlushed(frames, bytes, cost), bytes)) {
       this.used -= cost
       if (this.context !== undefined) Metrics.framesDropped.phone_write_failed.updateUnsafe(frames, this.context)
       this.failed = true
