@@ -2,8 +2,10 @@
  * Memory bound (SPEC §4.4, §7.4): sends 100 MB towards phones that stopped reading, and 100 MB
  * from phones towards a binary that stopped reading, and prints the relay's RSS before, at its
  * peak, and after each run. No assertion: this prints numbers to compare (machines are noisy).
+ * Each fresh process first carries --warmup MB (default 100) of the same frames between peers
+ * that read, so "before" is the working size, not a just-started process.
  *
- *   node bench/stalled-rss.ts [--mb 100] [--relay-cmd "node_modules/.bin/node src/main.ts"] [--heap]
+ *   node bench/stalled-rss.ts [--mb 100] [--warmup 100] [--relay-cmd "<node> <npm start's V8 flags> src/main.ts"] [--heap]
  *     [--baseline]
  *
  * --baseline runs the same scenarios against bench/baseline.ts instead (for comparison; no
@@ -17,7 +19,7 @@ import { readFileSync } from "node:fs"
 import * as path from "node:path"
 import WebSocket from "ws"
 import { probeHeap } from "./lib/memory.ts"
-import { freePort, REPO_ROOT, splitCommand, startServer, stopServer } from "./lib/proc.ts"
+import { freePort, RELAY_NODE_FLAGS, REPO_ROOT, splitCommand, startServer, stopServer } from "./lib/proc.ts"
 import { rawUpgrade, textFrame } from "./lib/raw.ts"
 
 const arg = (name: string, fallback: string): string => {
@@ -26,8 +28,12 @@ const arg = (name: string, fallback: string): string => {
 }
 const TOTAL = Number(arg("mb", "100")) * 1_000_000
 const HEAP = process.argv.includes("--heap")
+/** MB sent to peers that do read, before "before" is taken: brings the heap to its working size. */
+const WARMUP = Number(arg("warmup", "100")) * 1_000_000
 const BASELINE = process.argv.includes("--baseline")
-const RELAY = BASELINE ? "node_modules/.bin/node bench/baseline.ts" : arg("relay-cmd", "node_modules/.bin/node src/main.ts")
+const RELAY = BASELINE
+  ? "node_modules/.bin/node bench/baseline.ts"
+  : arg("relay-cmd", ["node_modules/.bin/node", ...RELAY_NODE_FLAGS, "src/main.ts"].join(" "))
 /** With --heap: `<node> --expose-gc bench/lib/heap-probe.ts <rest of the relay command>`. */
 const relayArgv = (): Array<string> => {
   const [node = "node", ...rest] = splitCommand(RELAY)
@@ -68,6 +74,48 @@ const drainClient = async (ws: WebSocket) => {
 const FRAME = `"${"x".repeat(64 * 1024 - 2)}"`
 
 type Progress = (sent: number) => void
+
+/**
+ * The same traffic as the scenarios, towards peers that read: half of WARMUP from a binary to 16
+ * phones, half from those phones to the binary. A fresh process has not yet grown its heap to the
+ * size this traffic needs (V8 grows its young generation on the first busy seconds, stalled or
+ * not); "before" is taken after this, so the runs measure what stalled readers add.
+ */
+const warmUp = async (base: string) => {
+  if (WARMUP === 0) return
+  const binary = await dial(`${base}/v1/server`, binaryHeaders("warm-up"))
+  const connIds: Array<string> = []
+  binary.on("message", (m: Buffer) => {
+    const e = JSON.parse(m.toString()) as { conn_id: string; frame?: unknown }
+    if (e.frame !== undefined && !connIds.includes(e.conn_id)) connIds.push(e.conn_id)
+  })
+  const phones = await Promise.all(Array.from({ length: 16 }, () => dial(`${base}/v1/client`, phoneHeaders("warm-up"))))
+  let received = 0
+  for (const phone of phones) {
+    phone.on("message", (m: Buffer) => (received += m.length))
+    phone.send("0")
+  }
+  while (connIds.length < phones.length) await sleep(5)
+  const ones = `{"conn_id":"`
+  let sent = 0
+  for (let i = 0; sent < WARMUP / 2; i++) {
+    binary.send(`${ones}${connIds[i % connIds.length]}","frame":${FRAME}}`)
+    sent += FRAME.length
+    if (i % 16 === 15) await drainClient(binary)
+  }
+  while (received < sent) await sleep(5)
+  for (let i = 0; sent < WARMUP; i++) {
+    const phone = phones[i % phones.length]!
+    phone.send(FRAME)
+    sent += FRAME.length
+    if (i % 16 === 15) for (const p of phones) await drainClient(p)
+  }
+  for (const p of phones) await drainClient(p)
+  await sleep(500)
+  for (const p of phones) p.close()
+  binary.close()
+  await sleep(1000)
+}
 
 /** A binary floods `count` phones that never read. */
 const towardsStalledPhones = (count: number) => async (base: string, progress: Progress) => {
@@ -154,6 +202,7 @@ const run = async (name: string, scenario: (base: string, progress: Progress) =>
     `bench/out/stalled-rss-${port}.log`
   )
   await sleep(500)
+  await warmUp(`ws://127.0.0.1:${port}`)
   const pid = relay.child.pid!
   const heapBefore = await heapMb(pid, port)
   const before = rssMb(pid)

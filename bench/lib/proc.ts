@@ -10,6 +10,17 @@ export const NODE = process.execPath
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
 
+/**
+ * The V8 flags `npm start` gives the relay (between `node` and `src/main.ts` in package.json's
+ * start script), so every bench runs the relay as it is deployed. Read, not copied: no drift.
+ */
+export const RELAY_NODE_FLAGS: ReadonlyArray<string> = (() => {
+  const pkg = JSON.parse(fs.readFileSync(path.join(REPO_ROOT, "package.json"), "utf8")) as { scripts: { start: string } }
+  const m = /\bnode((?:\s+--[^\s]+)*)\s+src\/main\.ts/.exec(pkg.scripts.start)
+  if (m === null) throw new Error(`package.json start script not understood: ${pkg.scripts.start}`)
+  return m[1]!.trim().split(/\s+/).filter((f) => f !== "")
+})()
+
 /** A port the OS considers free right now on 127.0.0.1. */
 export const freePort = (): Promise<number> =>
   new Promise((resolve, reject) => {
