@@ -7,6 +7,9 @@ import type * as Stream from "effect/Stream"
 import type { CloseCode } from "../domain/CloseCodes.ts"
 import type { ConnectionLost } from "../domain/Errors.ts"
 
+/** One message to send: text, its UTF-8 bytes, or those bytes in parts (still one message). */
+export type Frame = string | Buffer | ReadonlyArray<Buffer>
+
 export interface CloseInfo {
   /** The close code the peer sent; 1005 when it sent none, 1006 when the socket just dropped. */
   readonly code: number
@@ -22,13 +25,13 @@ export interface PeerConnection {
    */
   readonly messages: Stream.Stream<Buffer>
   /**
-   * Hands `frames` (text, or its UTF-8 bytes) to the socket, in order, as text frames.
-   * Synchronous and never blocks; bytes count in `pendingBytes` until flushed to the OS. `false`
-   * when the socket is no longer open. `onFlushed` is called once, when every one of these frames
-   * is flushed (`true`) or the socket failed first (`false`). `bytes`, when given, is their total
-   * UTF-8 size (saves measuring them again).
+   * Hands `frames` (text, its UTF-8 bytes, or those bytes in parts) to the socket, in order, as
+   * one text message each. Synchronous and never blocks; the bytes are copied before it returns
+   * (the caller's buffers may be views that are reused afterwards), and count in `pendingBytes`
+   * until flushed to the OS. `false` when the socket is no longer open. `onFlushed` is called
+   * once, when every one of these frames is flushed (`true`) or the socket failed first (`false`).
    */
-  readonly send: (frames: ReadonlyArray<string | Buffer>, onFlushed?: (ok: boolean) => void, bytes?: number) => boolean
+  readonly send: (frames: ReadonlyArray<Frame>, onFlushed?: (ok: boolean) => void) => boolean
   /** Succeeds once everything sent so far is flushed; fails if the socket fails or closes first. */
   readonly flushed: Effect.Effect<void, ConnectionLost>
   /** Bytes handed to `send` and not yet flushed. */

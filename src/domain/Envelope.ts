@@ -14,11 +14,11 @@ export const envelopePrefix = (connId: string): Buffer => Buffer.from(`{"conn_id
 const CLOSE_BRACE = Buffer.from("}")
 
 /**
- * The envelope for one phone message: its bytes spliced between the prefix and `}` (one copy, no
+ * The envelope for one phone message, as its parts: the prefix, the message's bytes, `}` — sent
+ * as one message, spliced by the copy the connection makes anyway (no copy here, no
  * re-encoding). `message` must be UTF-8 of valid JSON.
  */
-export const wrap = (prefix: Buffer, message: Buffer): Buffer =>
-  Buffer.concat([prefix, message, CLOSE_BRACE], prefix.length + message.length + 1)
+export const wrap = (prefix: Buffer, message: Buffer): ReadonlyArray<Buffer> => [prefix, message, CLOSE_BRACE]
 
 /** `{"conn_id":"<id>","close_code":<n>}` — exactly these two keys (§2.4). */
 export const closeNotice = (connId: string, code: number): string =>

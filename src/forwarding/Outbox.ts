@@ -234,7 +234,6 @@ class PhoneOutbox implements Outbox {
    */
   private writeQueued(): number {
     const queued = this.frames
-    const owned = this.owned
     const bytes = this.queuedBytes
     const cost = this.queuedCost
     const directive = this.directive
@@ -250,22 +249,9 @@ class PhoneOutbox implements Outbox {
       this.used -= cost
       return directive
     }
-    // Frames still in their reads are copied once into an exact-size buffer, the outbox's own
-    // copies go as they are: what the socket keeps pending is exactly these bytes (no read pinned).
-    if (owned < frames) {
-      let readBytes = 0
-      for (let i = owned; i < frames; i++) readBytes += queued[i]!.length
-      const batch = Buffer.allocUnsafeSlow(readBytes)
-      let at = 0
-      for (let i = owned; i < frames; i++) {
-        const frame = queued[i]!
-        const end = at + frame.length
-        batch.set(frame, at)
-        queued[i] = batch.subarray(at, end)
-        at = end
-      }
-    }
-    if (!this.conn.send(queued, this.onBatchFlushed(frames, bytes, cost), bytes)) {
+    // The connection copies the batch before `send` returns: frames still in their reads are
+    // released with it.
+    if (!this.conn.send(queued, this.onBatchFlushed(frames, bytes, cost))) {
       this.used -= cost
       if (this.context !== undefined) Metrics.framesDropped.phone_write_failed.updateUnsafe(frames, this.context)
       this.failed = true

@@ -9,6 +9,7 @@ import type * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Stream from "effect/Stream"
 import { type BufferLedger, fits } from "../connection/BufferLedger.ts"
+import type { Frame } from "../connection/PeerConnection.ts"
 import { wrap } from "../domain/Envelope.ts"
 import { isJson } from "../domain/JsonBytes.ts"
 import { BinaryWriteFailed, InvalidJson, NoBinary } from "../domain/Errors.ts"
@@ -28,7 +29,7 @@ export interface PhoneForwarderDeps {
 /** Writes envelopes to the binary that served this phone, as one ordered batch; counts on success. */
 const writeToBinary = (
   phone: PhoneHandle,
-  envelopes: ReadonlyArray<Buffer>,
+  envelopes: ReadonlyArray<Frame>,
   bytes: number,
   deps: PhoneForwarderDeps,
   context: Context.Context<never>
@@ -44,7 +45,7 @@ const writeToBinary = (
   if (
     binary.conn.pendingBytes() + bytes > deps.binaryBudget ||
     !fits(deps.ledger, bytes) ||
-    !binary.conn.send(envelopes, undefined, bytes)
+    !binary.conn.send(envelopes)
   ) return Effect.fail(new BinaryWriteFailed({ frames: envelopes.length }))
   Metrics.framesForwardedPhoneToBinary.updateUnsafe(envelopes.length, context)
   Metrics.bytesForwardedPhoneToBinary.updateUnsafe(bytes, context)
@@ -61,8 +62,9 @@ const forwardBatch = (
   deps: PhoneForwarderDeps,
   context: Context.Context<never>
 ): Effect.Effect<void, PhoneForwardError> => {
-  const envelopes: Array<Buffer> = []
+  const envelopes: Array<Frame> = []
   let bytes = 0
+  const prefix = phone.envelopePrefix
   let invalidAt = -1
   for (let i = 0; i < batch.length; i++) {
     const message = batch[i]!
@@ -70,9 +72,8 @@ const forwardBatch = (
       invalidAt = i
       break
     }
-    const envelope = wrap(phone.envelopePrefix, message)
-    bytes += envelope.length
-    envelopes.push(envelope)
+    envelopes.push(wrap(prefix, message))
+    bytes += prefix.length + message.length + 1
   }
   const written = envelopes.length === 0 ? Effect.void : writeToBinary(phone, envelopes, bytes, deps, context)
   return invalidAt === -1

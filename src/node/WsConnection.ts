@@ -5,10 +5,11 @@
  * one batch, as their bytes (in the microtask after that I/O callback, `TurnEnd.atReadEnd`);
  * above a high-water mark of unread bytes the socket is paused (TCP backpressure) and resumed once
  * the forwarder caught up.
- * Writing: `send` hands frames to the socket synchronously; the socket stays corked until the
- * current event-loop turn is done (`TurnEnd.atTurnEnd`), so the writes of one turn leave in one
- * writev, and is uncorked early every 64 KiB so flush progress stays visible to the write
- * deadline. Flushes release bytes from the relay-wide ledger and advance the progress clock.
+ * Writing: `send` encodes a batch as one buffer of text frames (`TextFrames`, copying every byte)
+ * and writes it to the socket synchronously; the socket stays corked until the current
+ * event-loop turn is done (`TurnEnd.atTurnEnd`), so the writes of one turn leave in one writev,
+ * and is uncorked early every 64 KiB so flush progress stays visible to the write deadline.
+ * Flushes release bytes from the relay-wide ledger and advance the progress clock.
  * Closing: `close` starts the handshake at once; a peer that does not answer within the close
  * timeout is destroyed by a fiber in this connection's scope (time from `Clock`).
  */
@@ -26,17 +27,16 @@ import type * as Net from "node:net"
 import WebSocket from "ws"
 import type { BufferLedger } from "../connection/BufferLedger.ts"
 import { makeFlushTracker } from "../connection/FlushTracker.ts"
-import type { CloseInfo, PeerConnection } from "../connection/PeerConnection.ts"
+import type { CloseInfo, Frame, PeerConnection } from "../connection/PeerConnection.ts"
 import type { CloseCode } from "../domain/CloseCodes.ts"
 import { ConnectionLost } from "../domain/Errors.ts"
+import { encodeTextFrames } from "./TextFrames.ts"
 import { atReadEnd, atTurnEnd } from "./TurnEnd.ts"
 
 const READ_HIGH_WATER = 1024 * 1024
 const READ_LOW_WATER = 256 * 1024
-const CORK_RUN_BYTES = 64 * 1024
-const SEND_OPTIONS = { binary: false, compress: false, fin: true } as const
+const CORK_MAX_BYTES = 64 * 1024
 const EMPTY = Buffer.alloc(0)
-const byteLength = (frame: string | Buffer): number => (typeof frame === "string" ? Buffer.byteLength(frame) : frame.length)
 
 /** The parts of `ws`'s receiver the message deadline reads. */
 interface ReceiverState {
@@ -72,9 +72,7 @@ class WsConnection implements PeerConnection {
   private closedForReading = false
   // writing
   private corked = false
-  private run = 0
-  private runBytes = 0
-  private runLast: string | Buffer | undefined
+  private corkedBytes = 0
 
   private readonly ws: WebSocket
   private readonly clock: Clock.Clock
@@ -189,14 +187,6 @@ class WsConnection implements PeerConnection {
     this.tracker.fail()
   }
 
-  /** One flush callback per run: when its last frame is flushed, the whole run is. */
-  private endRun(): void {
-    if (this.runLast === undefined) return
-    this.ws.send(this.runLast, SEND_OPTIONS, this.flushCallback(this.runBytes))
-    this.runLast = undefined
-    this.runBytes = 0
-  }
-
   /** Uncorks at the end of the turn (`atTurnEnd`), or at once before a close frame. */
   turnEnded(): void {
     this.uncork()
@@ -204,13 +194,12 @@ class WsConnection implements PeerConnection {
 
   private uncork(): void {
     if (!this.corked) return
-    this.endRun()
     this.corked = false
-    this.run = 0
+    this.corkedBytes = 0
     this.socket.uncork()
   }
 
-  send(frames: ReadonlyArray<string | Buffer>, whenFlushed?: (ok: boolean) => void, total?: number): boolean {
+  send(frames: ReadonlyArray<Frame>, whenFlushed?: (ok: boolean) => void): boolean {
     if (this.gone || this.ws.readyState !== WebSocket.OPEN) return false
     if (this.tracker.pending() === 0) this.progressAt = this.clock.currentTimeMillisUnsafe()
     if (!this.corked) {
@@ -218,31 +207,18 @@ class WsConnection implements PeerConnection {
       this.socket.cork()
       atTurnEnd(this)
     }
-    // The caller usually knows the byte total; per-frame sizes matter only for long runs.
-    const sized = total === undefined || total >= CORK_RUN_BYTES
-    let bytes = 0
-    for (let i = 0; i < frames.length; i++) {
-      const frame = frames[i]!
-      const size = sized ? byteLength(frame) : 0
-      bytes += size
-      if (this.runLast !== undefined) this.ws.send(this.runLast, SEND_OPTIONS)
-      this.runLast = frame
-      this.runBytes += size
-      this.run += size
-      if (this.run >= CORK_RUN_BYTES) {
-        this.endRun()
-        this.socket.uncork()
-        this.socket.cork()
-        this.run = 0
-      }
+    // The whole batch as one buffer of text frames: one stream write, one flush callback.
+    const { payload, wire } = encodeTextFrames(frames)
+    this.socket.write(wire, this.flushCallback(payload))
+    this.ledger.bytes += payload
+    this.tracker.sent(payload, whenFlushed)
+    // Long turns are uncorked every 64 KiB, so flush progress stays visible to the write deadline.
+    this.corkedBytes += wire.length
+    if (this.corkedBytes >= CORK_MAX_BYTES) {
+      this.corkedBytes = 0
+      this.socket.uncork()
+      this.socket.cork()
     }
-    if (!sized) {
-      bytes = total
-      this.runBytes += total
-      this.run += total
-    }
-    this.ledger.bytes += bytes
-    this.tracker.sent(bytes, whenFlushed)
     return true
   }
 

@@ -166,14 +166,14 @@ describe("wrap and prefixes", () => {
     const connId = "client-a\"b\\c-0000abcd"
     const prefix = envelopePrefix(connId)
     assert.strictEqual(prefix.toString(), "{\"conn_id\":\"client-a\\\"b\\\\c-0000abcd\",\"frame\":")
-    const envelope = wrap(prefix, Buffer.from("{\"k\":1}")).toString()
+    const envelope = Buffer.concat(wrap(prefix, Buffer.from("{\"k\":1}"))).toString()
     assert.deepStrictEqual(JSON.parse(envelope), { conn_id: connId, frame: { k: 1 } })
     assert.deepStrictEqual(decodeText(envelope), { _tag: "Deliver", connId, frame: "{\"k\":1}", closeCode: 0 })
   })
 
   it("envelopePrefix escapes control characters and keeps exactly two keys in order", () => {
     const connId = "client-\n\u0000</script>-00000001"
-    const envelope = wrap(envelopePrefix(connId), Buffer.from("1")).toString()
+    const envelope = Buffer.concat(wrap(envelopePrefix(connId), Buffer.from("1"))).toString()
     const parsed = JSON.parse(envelope) as Record<string, unknown>
     assert.deepStrictEqual(Object.keys(parsed), ["conn_id", "frame"])
     assert.strictEqual(parsed.conn_id, connId)

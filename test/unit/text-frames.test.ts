@@ -1,0 +1,51 @@
+/**
+ * The relay frames its writes itself (src/node/TextFrames.ts): every size class of the RFC 6455
+ * length field, text and byte and part frames, read back by `ws`'s own parser as a client would.
+ */
+import { assert, describe, it } from "@effect/vitest"
+import { Receiver } from "ws"
+import type { Frame } from "../../src/connection/PeerConnection.ts"
+import { encodeTextFrames } from "../../src/node/TextFrames.ts"
+
+/** What a `ws` client reads from these bytes: each message's text, and that it was a text message. */
+const readBack = (wire: Buffer): Array<string> => {
+  const receiver = new Receiver({ isServer: false, skipUTF8Validation: false })
+  const messages: Array<string> = []
+  receiver.on("message", (data: Buffer, isBinary: boolean) => {
+    assert.isFalse(isBinary)
+    messages.push(data.toString())
+  })
+  receiver.on("error", (e: Error) => assert.fail(e.message))
+  // In odd-sized pieces, as a socket may deliver them.
+  for (let at = 0; at < wire.length; at += 7001) receiver.write(wire.subarray(at, at + 7001))
+  return messages
+}
+
+describe("text frames", () => {
+  it("each length class (7-bit, 16-bit, 64-bit) and its edges reads back exactly", () => {
+    const texts = [0, 1, 125, 126, 127, 65535, 65536, 70000].map((n) => "x".repeat(n))
+    const { payload, wire } = encodeTextFrames(texts)
+    assert.deepStrictEqual(readBack(wire), texts)
+    assert.strictEqual(payload, texts.reduce((n, t) => n + t.length, 0))
+    // Header sizes: 2 bytes below 126, 4 below 65536, 10 above.
+    assert.strictEqual(wire.length, payload + 2 * 3 + 4 * 3 + 10 * 2)
+  })
+
+  it("text, bytes and parts are each one message; multi-byte text is counted in bytes", () => {
+    const frames: ReadonlyArray<Frame> = [
+      "{\"é\":\"🎉\"}",
+      Buffer.from("[1,2]"),
+      [Buffer.from("{\"conn_id\":\"c\",\"frame\":"), Buffer.from("{\"k\":1}"), Buffer.from("}")]
+    ]
+    const { payload, wire } = encodeTextFrames(frames)
+    assert.deepStrictEqual(readBack(wire), ["{\"é\":\"🎉\"}", "[1,2]", "{\"conn_id\":\"c\",\"frame\":{\"k\":1}}"])
+    assert.strictEqual(payload, Buffer.byteLength("{\"é\":\"🎉\"}") + 5 + 31)
+  })
+
+  it("copies every byte: the caller's buffers may be reused at once", () => {
+    const read = Buffer.from("[\"one\"]")
+    const { wire } = encodeTextFrames([read.subarray(0, 7)])
+    read.fill(0x20)
+    assert.deepStrictEqual(readBack(wire), ["[\"one\"]"])
+  })
+})
