@@ -3,9 +3,18 @@
  * length field, text and byte and part frames, read back by `ws`'s own parser as a client would.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Receiver } from "ws"
+import type { EventEmitter } from "node:events"
+import * as Ws from "ws"
 import type { Frame } from "../../src/connection/PeerConnection.ts"
 import { encodeTextFrames } from "../../src/node/TextFrames.ts"
+
+/** `ws`'s frame parser: exported at runtime, not declared by @types/ws. */
+interface FrameReceiver extends EventEmitter {
+  write(chunk: Buffer): boolean
+}
+const { Receiver } = Ws as unknown as {
+  Receiver: new(options: { isServer: boolean; skipUTF8Validation: boolean }) => FrameReceiver
+}
 
 /** What a `ws` client reads from these bytes: each message's text, and that it was a text message. */
 const readBack = (wire: Buffer): Array<string> => {
