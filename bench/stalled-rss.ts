@@ -37,7 +37,10 @@ const RELAY = BASELINE
 /** With --heap: `<node> --expose-gc bench/lib/heap-probe.ts <rest of the relay command>`. */
 const relayArgv = (): Array<string> => {
   const [node = "node", ...rest] = splitCommand(RELAY)
-  return HEAP ? [node, "--expose-gc", "bench/lib/heap-probe.ts", ...rest] : [node, ...rest]
+  if (!HEAP) return [node, ...rest]
+  // node's own flags stay before the probe script; the relay's script and arguments follow it.
+  const script = rest.findIndex((a) => !a.startsWith("-"))
+  return [node, ...rest.slice(0, script), "--expose-gc", "bench/lib/heap-probe.ts", ...rest.slice(script)]
 }
 const heapMb = async (pid: number, port: number): Promise<number> => {
   if (!HEAP) return Number.NaN
@@ -85,7 +88,9 @@ const warmUp = async (base: string) => {
   if (WARMUP === 0) return
   const binary = await dial(`${base}/v1/server`, binaryHeaders("warm-up"))
   const connIds: Array<string> = []
+  let binaryReceived = 0
   binary.on("message", (m: Buffer) => {
+    binaryReceived += m.length
     const e = JSON.parse(m.toString()) as { conn_id: string; frame?: unknown }
     if (e.frame !== undefined && !connIds.includes(e.conn_id)) connIds.push(e.conn_id)
   })
@@ -104,14 +109,14 @@ const warmUp = async (base: string) => {
     if (i % 16 === 15) await drainClient(binary)
   }
   while (received < sent) await sleep(5)
+  // Towards the binary, at most ~2 MB in flight: the binary's 4 MiB budget must not end a phone.
+  const towardsBinary = sent
   for (let i = 0; sent < WARMUP; i++) {
-    const phone = phones[i % phones.length]!
-    phone.send(FRAME)
+    phones[i % phones.length]!.send(FRAME)
     sent += FRAME.length
-    if (i % 16 === 15) for (const p of phones) await drainClient(p)
+    while (sent - towardsBinary - binaryReceived > 2_000_000) await sleep(1)
   }
-  for (const p of phones) await drainClient(p)
-  await sleep(500)
+  while (sent - towardsBinary > binaryReceived) await sleep(5)
   for (const p of phones) p.close()
   binary.close()
   await sleep(1000)
@@ -217,11 +222,16 @@ const run = async (name: string, scenario: (base: string, progress: Progress) =>
       checkpoints[`rssAt${Math.round(marks.shift()! * 100)}pctMB`] = rssMb(pid)
     }
   }
+  const countersBefore = await scrapeCounters(metricsPort) // the warm-up's, subtracted below
   const result = await scenario(`ws://127.0.0.1:${port}`, progress)
   clearInterval(sampler)
   const after = rssMb(pid)
   const heapAfter = HEAP ? await sleep(3000).then(() => heapMb(pid, port)) : Number.NaN // peers gone 3 s
-  const counters = await scrapeCounters(metricsPort)
+  const counters = Object.fromEntries(
+    Object.entries(await scrapeCounters(metricsPort))
+      .map(([name, n]) => [name, n - (countersBefore[name] ?? 0)] as const)
+      .filter(([, n]) => n !== 0)
+  )
   await stopServer(relay)
   console.log(JSON.stringify({
     server: BASELINE ? "baseline" : "relay",
