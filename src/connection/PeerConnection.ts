@@ -26,9 +26,10 @@ export interface PeerConnection {
   readonly messages: Stream.Stream<Buffer>
   /**
    * Hands `frames` (text, its UTF-8 bytes, or those bytes in parts) to the socket, in order, as
-   * one text message each. Synchronous and never blocks; the bytes are copied before it returns
-   * (the caller's buffers may be views that are reused afterwards), and count in `pendingBytes`
-   * until flushed to the OS. `false` when the socket is no longer open. `onFlushed` is called
+   * one text message each. Synchronous and never blocks; the bytes count in `pendingBytes` until
+   * flushed to the OS. Buffers must not change until then: small ones are copied at once, a large
+   * one may be written in place, but only if the buffer under it is at most twice its size (so
+   * a frame never keeps a much larger read alive). `false` when the socket is no longer open. `onFlushed` is called
    * once, when every one of these frames is flushed (`true`) or the socket failed first (`false`).
    */
   readonly send: (frames: ReadonlyArray<Frame>, onFlushed?: (ok: boolean) => void) => boolean

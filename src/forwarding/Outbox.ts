@@ -25,6 +25,8 @@ import { PhoneWriteFailed } from "../domain/Errors.ts"
 import * as Metrics from "../observability/Metrics.ts"
 
 export const ITEM_OVERHEAD = 64
+/** Frames this large are copied into a buffer of their own when they must wait (see `own`). */
+const OWN_APART = 16 * 1024
 /** Unflushed bytes the socket may hold before the writer waits for a flush (backpressure). */
 const WRITE_HIGH_WATER = 256 * 1024
 
@@ -163,21 +165,26 @@ class PhoneOutbox implements Outbox {
   }
 
   /**
-   * Copies the queued frames that are still views into the binary's reads into one buffer of the
-   * outbox's own: a frame that waits must not keep a whole read (other phones' frames, or one
-   * large message) alive.
+   * Copies the queued frames that are still views into the binary's reads out of them: a frame
+   * that waits must not keep a whole read (other phones' frames, or one large message) alive.
+   * Small frames share one buffer; a large one gets an exact buffer of its own, so the
+   * connection can write it in place later instead of copying it again.
    */
   private own(): void {
     const frames = this.frames
     if (this.owned === frames.length) return
     let bytes = 0
-    for (let i = this.owned; i < frames.length; i++) bytes += frames[i]!.length
-    const copy = Buffer.allocUnsafeSlow(bytes)
+    for (let i = this.owned; i < frames.length; i++) if (frames[i]!.length < OWN_APART) bytes += frames[i]!.length
+    const shared = bytes > 0 ? Buffer.allocUnsafeSlow(bytes) : undefined
     let at = 0
     for (let i = this.owned; i < frames.length; i++) {
       const frame = frames[i]!
-      copy.set(frame, at)
-      frames[i] = copy.subarray(at, at + frame.length)
+      if (shared === undefined || frame.length >= OWN_APART) {
+        frames[i] = Buffer.from(frame)
+        continue
+      }
+      shared.set(frame, at)
+      frames[i] = shared.subarray(at, at + frame.length)
       at += frame.length
     }
     this.owned = frames.length

@@ -1,7 +1,7 @@
 /**
  * Server-to-client WebSocket text frames (RFC 6455 §5.2: FIN, opcode 1, unmasked), built for a
- * whole batch into one buffer. `ws` would build and write a header and a payload per message (two
- * stream writes each); the relay writes one buffer per batch instead, on the same socket, in the
+ * whole batch at once. `ws` would build and write a header and a payload per message (two stream
+ * writes each); the relay writes one buffer per batch instead (plus large payloads in place), on the same socket, in the
  * same synchronous order as `ws`'s own writes (pings, close frames) — `ws` queues nothing of its
  * own without permessage-deflate, which the relay turns off.
  */
@@ -36,34 +36,61 @@ const writeHeader = (out: Buffer, at: number, payload: number): number => {
 }
 
 /**
- * The frames as one buffer of consecutive text frames, and their total payload bytes. Every byte
- * is copied: the caller's buffers may be reused once this returns.
+ * Payloads at least this large are written where they are, not copied — if the buffer they sit
+ * in is at most twice their size, so what the socket holds until it flushes is at most twice what
+ * is counted. Copying 64 KiB frames into fresh batch buffers cost more in page faults than in
+ * bytes moved.
  */
-export const encodeTextFrames = (frames: ReadonlyArray<Frame>): { readonly wire: Buffer; readonly payload: number } => {
+const IN_PLACE_MIN = 16 * 1024
+
+const inPlace = (b: Buffer): boolean => b.length >= IN_PLACE_MIN && b.buffer.byteLength <= 2 * b.length
+
+/** Bytes of `b` that are copied into the packed buffer. */
+const copiedBytes = (b: Buffer): number => (inPlace(b) ? 0 : b.length)
+
+/**
+ * The frames as chunks to write in order: headers and small payloads packed into one buffer,
+ * large payloads in place between them (see `IN_PLACE_MIN`); and their total payload bytes.
+ * Whatever is packed is copied, so those buffers may be reused once this returns; a payload
+ * written in place must stay unchanged until flushed (the relay never changes what it read).
+ */
+export const encodeTextFrames = (
+  frames: ReadonlyArray<Frame>
+): { readonly chunks: ReadonlyArray<Buffer>; readonly payload: number } => {
   let payload = 0
-  let size = 0
+  let packed = 0
   const sizes = new Array<number>(frames.length)
   for (let i = 0; i < frames.length; i++) {
-    const n = payloadBytes(frames[i]!)
+    const frame = frames[i]!
+    const n = payloadBytes(frame)
     sizes[i] = n
     payload += n
-    size += n + headerBytes(n)
+    packed += headerBytes(n)
+    if (typeof frame === "string") packed += n
+    else if (Buffer.isBuffer(frame)) packed += copiedBytes(frame)
+    else for (let k = 0; k < frame.length; k++) packed += copiedBytes(frame[k]!)
   }
-  const wire = Buffer.allocUnsafe(size)
+  const pack = Buffer.allocUnsafe(packed)
+  const chunks: Array<Buffer> = []
   let at = 0
+  let chunkStart = 0
+  const put = (part: Buffer): void => {
+    if (!inPlace(part)) {
+      pack.set(part, at)
+      at += part.length
+      return
+    }
+    if (at > chunkStart) chunks.push(pack.subarray(chunkStart, at))
+    chunks.push(part)
+    chunkStart = at
+  }
   for (let i = 0; i < frames.length; i++) {
     const frame = frames[i]!
-    at = writeHeader(wire, at, sizes[i]!)
-    if (typeof frame === "string") at += wire.write(frame, at)
-    else if (Buffer.isBuffer(frame)) {
-      wire.set(frame, at)
-      at += frame.length
-    } else {
-      for (let k = 0; k < frame.length; k++) {
-        wire.set(frame[k]!, at)
-        at += frame[k]!.length
-      }
-    }
+    at = writeHeader(pack, at, sizes[i]!)
+    if (typeof frame === "string") at += pack.write(frame, at)
+    else if (Buffer.isBuffer(frame)) put(frame)
+    else for (let k = 0; k < frame.length; k++) put(frame[k]!)
   }
-  return { wire, payload }
+  if (at > chunkStart) chunks.push(pack.subarray(chunkStart, at))
+  return { chunks, payload }
 }

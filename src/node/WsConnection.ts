@@ -5,8 +5,8 @@
  * one batch, as their bytes (in the microtask after that I/O callback, `TurnEnd.atReadEnd`);
  * above a high-water mark of unread bytes the socket is paused (TCP backpressure) and resumed once
  * the forwarder caught up.
- * Writing: `send` encodes a batch as one buffer of text frames (`TextFrames`, copying every byte)
- * and writes it to the socket synchronously; the socket stays corked until the current
+ * Writing: `send` encodes a batch as text frames (`TextFrames`: one packed buffer, large payloads
+ * written in place) and writes it to the socket synchronously; the socket stays corked until the current
  * event-loop turn is done (`TurnEnd.atTurnEnd`), so the writes of one turn leave in one writev,
  * and is uncorked early every 64 KiB so flush progress stays visible to the write deadline.
  * Flushes release bytes from the relay-wide ledger and advance the progress clock.
@@ -30,6 +30,7 @@ import { makeFlushTracker } from "../connection/FlushTracker.ts"
 import type { CloseInfo, Frame, PeerConnection } from "../connection/PeerConnection.ts"
 import type { CloseCode } from "../domain/CloseCodes.ts"
 import { ConnectionLost } from "../domain/Errors.ts"
+import { gcHint } from "./GcHint.ts"
 import { encodeTextFrames } from "./TextFrames.ts"
 import { atReadEnd, atTurnEnd } from "./TurnEnd.ts"
 
@@ -119,6 +120,7 @@ class WsConnection implements PeerConnection {
   }
 
   private onMessage(data: Buffer, isBinary: boolean): void {
+    gcHint.read(data.length)
     // Once the relay started closing, nothing more is forwarded: read on only to see the reply.
     if (this.closeStartedByRelay) return
     // A binary-opcode message that is not UTF-8 becomes empty (invalid JSON): never altered bytes.
@@ -207,13 +209,15 @@ class WsConnection implements PeerConnection {
       this.socket.cork()
       atTurnEnd(this)
     }
-    // The whole batch as one buffer of text frames: one stream write, one flush callback.
-    const { payload, wire } = encodeTextFrames(frames)
-    this.socket.write(wire, this.flushCallback(payload))
+    // The batch as text frames: one packed buffer (large payloads in place), one flush callback.
+    const { chunks, payload } = encodeTextFrames(frames)
+    const last = chunks.length - 1
+    for (let i = 0; i < last; i++) this.socket.write(chunks[i]!)
+    if (last >= 0) this.socket.write(chunks[last]!, this.flushCallback(payload))
     this.ledger.bytes += payload
     this.tracker.sent(payload, whenFlushed)
     // Long turns are uncorked every 64 KiB, so flush progress stays visible to the write deadline.
-    this.corkedBytes += wire.length
+    this.corkedBytes += payload
     if (this.corkedBytes >= CORK_MAX_BYTES) {
       this.corkedBytes = 0
       this.socket.uncork()
