@@ -3,13 +3,15 @@
  * forwarder writes it through at the end of each routing pass while the socket has room; only
  * when something must wait (backpressure above the high-water mark, a directive that closes after
  * its flush, a failed write) does a writer fiber run, forked into the phone's scope, and it ends
- * once nothing is left to wait for — an idle phone has no writer. Enqueue never blocks. Each item costs `frame bytes + 64` against the phone's
- * budget and the relay-wide ledger; the batch being written still counts until it is flushed.
+ * once nothing is left to wait for — an idle phone has no writer. Enqueue never blocks. Each item
+ * costs `frame bytes + 64` against the phone's budget and the relay-wide ledger; the batch being
+ * written still counts until it is flushed.
  *
  * Frames arrive as views into the binary's reads (no copy on the way in). A frame written through
- * at the end of its routing pass is copied once, into the batch buffer; frames that must wait are
- * first copied into a buffer of their own at the end of that pass, so a waiting frame never pins
- * the (possibly much larger) read it came from: what the budget counts is what is held.
+ * at the end of its routing pass is copied once, by the connection as it encodes the batch (a
+ * large one may be written in place: `PeerConnection.send`); frames that must wait are first
+ * copied out of their read at the end of that pass, so a waiting frame never pins the (possibly
+ * much larger) read it came from: what the budget counts is what is held.
  *
  * State ownership: the queue (`frames`, its byte and cost sums, a pending directive), `used` and
  * the flags belong to this outbox; `offer` and `stop` are
@@ -256,8 +258,8 @@ class PhoneOutbox implements Outbox {
       this.used -= cost
       return directive
     }
-    // The connection copies the batch before `send` returns: frames still in their reads are
-    // released with it.
+    // The connection copies small frames as it encodes the batch; a large one it may write in
+    // place, which pins at most twice its size (`PeerConnection.send`).
     if (!this.conn.send(queued, this.onBatchFlushed(frames, bytes, cost))) {
       this.used -= cost
       if (this.context !== undefined) Metrics.framesDropped.phone_write_failed.updateUnsafe(frames, this.context)

@@ -1,14 +1,14 @@
 /**
  * Server-to-client WebSocket text frames (RFC 6455 §5.2: FIN, opcode 1, unmasked), built for a
  * whole batch at once. `ws` would build and write a header and a payload per message (two stream
- * writes each); the relay writes one buffer per batch instead (plus large payloads in place), on the same socket, in the
- * same synchronous order as `ws`'s own writes (pings, close frames) — `ws` queues nothing of its
- * own without permessage-deflate, which the relay turns off.
+ * writes each); the relay writes one buffer per batch instead (plus large payloads in place), on
+ * the same socket, in the same synchronous order as `ws`'s own writes (pings, close frames) —
+ * `ws` queues nothing of its own without permessage-deflate, which the relay turns off.
  */
 import type { Frame } from "../connection/PeerConnection.ts"
 
 /** UTF-8 bytes of a frame's payload. */
-export const payloadBytes = (frame: Frame): number => {
+const payloadBytes = (frame: Frame): number => {
   if (typeof frame === "string") return Buffer.byteLength(frame)
   if (Buffer.isBuffer(frame)) return frame.length
   let n = 0

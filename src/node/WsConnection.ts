@@ -6,9 +6,9 @@
  * above a high-water mark of unread bytes the socket is paused (TCP backpressure) and resumed once
  * the forwarder caught up.
  * Writing: `send` encodes a batch as text frames (`TextFrames`: one packed buffer, large payloads
- * written in place) and writes it to the socket synchronously; the socket stays corked until the current
- * event-loop turn is done (`TurnEnd.atTurnEnd`), so the writes of one turn leave in one writev,
- * and is uncorked early every 64 KiB so flush progress stays visible to the write deadline.
+ * written in place) and writes it to the socket synchronously; the socket stays corked until the
+ * current event-loop turn is done (`TurnEnd.atTurnEnd`), so the writes of one turn leave in one
+ * writev, and is uncorked early every 64 KiB so flush progress stays visible to the write deadline.
  * Flushes release bytes from the relay-wide ledger and advance the progress clock.
  * Closing: `close` starts the handshake at once; a peer that does not answer within the close
  * timeout is destroyed by a fiber in this connection's scope (time from `Clock`).
