@@ -62,14 +62,14 @@ const stringValue = (b: Buffer, start: number, end: number): string =>
 /** Which known key the string token `[start, end)` is (compared after unescaping, as JSON.parse does), 0 for none. */
 const keyOf = (b: Buffer, start: number, end: number): number => {
   const length = end - start - 2
-  if (hasBackslash(b, start + 1, end - 1)) return KEY_NAMES.get(stringValue(b, start, end)) ?? 0
+  // The raw bytes first: a known key spelled plainly (the usual case) needs no escape scan.
   for (const [name, key] of KEYS) {
     if (name.length !== length) continue
     let k = 0
     while (k < length && b[start + 1 + k] === name[k]) k++
     if (k === length) return key
   }
-  return 0
+  return hasBackslash(b, start + 1, end - 1) ? KEY_NAMES.get(stringValue(b, start, end)) ?? 0 : 0
 }
 
 /** First byte of a JSON value token: its kind is all the checks need. */
