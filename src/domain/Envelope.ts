@@ -7,6 +7,7 @@
  * per frame.
  */
 import { skipWs, stringEnd, valueEnd } from "./JsonBytes.ts"
+import { wholeNumberInRange } from "./JsonInteger.ts"
 
 /** `{"conn_id":"<id>","frame":` as UTF-8 — computed once per phone; the id is JSON-escaped (server-ids are attacker-controlled). */
 export const envelopePrefix = (connId: string): Buffer => Buffer.from(`{"conn_id":${JSON.stringify(connId)},"frame":`)
@@ -128,8 +129,8 @@ export const decode = (b: Buffer): Decoded => {
   let code = 0
   if (closeCode >= 0 && !isNull(b, closeCode)) {
     if (!isNumber(b, closeCode)) return MALFORMED
-    code = Number(b.toString("latin1", closeCode, closeCodeEnd))
-    if (!(Number.isInteger(code) && code >= 0 && code <= 65535)) return MALFORMED
+    code = wholeNumberInRange(b, closeCode, closeCodeEnd, 65535)
+    if (code < 0) return MALFORMED
   }
   const hasPushWake = pushWake >= 0 && !isNull(b, pushWake)
   if (hasPushWake && !isObject(b, pushWake)) return MALFORMED
@@ -138,6 +139,5 @@ export const decode = (b: Buffer): Decoded => {
   if (id === "") return hasPushWake ? WAKE : MISSING_CONN_ID
   const hasFrame = frame >= 0 && !isNull(b, frame)
   if (code === 0 && !hasFrame) return MISSING_FRAME
-  // `-0` is a valid close_code spelling of 0: no directive.
-  return { _tag: "Deliver", connId: id, frame: hasFrame ? b.subarray(frame, frameEnd) : undefined, closeCode: code === 0 ? 0 : code }
+  return { _tag: "Deliver", connId: id, frame: hasFrame ? b.subarray(frame, frameEnd) : undefined, closeCode: code }
 }

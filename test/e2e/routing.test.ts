@@ -151,6 +151,25 @@ describe("close directives", () => {
     }
     a.binary.ws.close()
   })
+
+  it("acts only on close codes whose exact value is a whole number (4e3 and 4000.0 are 4000)", async () => {
+    const { binary, phone, connId } = await withConnId()
+    // Not whole numbers, though a float parse rounds them to 4000 and 0: malformed, dropped.
+    binary.send(`{"conn_id":"${connId}","frame":1,"close_code":4000.0000000000000001}`)
+    binary.send(`{"conn_id":"${connId}","frame":2,"close_code":1e-400}`)
+    binary.send(`{"conn_id":"${connId}","frame":3}`)
+    await phone.waitFor(1)
+    await sleep(100)
+    expect(phone.messages).toEqual(["3"])
+    expect(phone.ws.readyState).toBe(phone.ws.OPEN)
+    binary.send(`{"conn_id":"${connId}","frame":4,"close_code":4e3}`)
+    expect(await phone.closed).toEqual({ code: 4000, reason: "" })
+    const other = await withConnId()
+    other.binary.send(`{"conn_id":"${other.connId}","close_code":4000.0}`)
+    expect((await other.phone.closed).code).toBe(4000)
+    other.binary.ws.close()
+    binary.ws.close()
+  })
 })
 
 describe("close notices", () => {

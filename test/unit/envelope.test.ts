@@ -31,6 +31,13 @@ describe("decode: validation order of SPEC §2.2", () => {
     ["close_code negative", "{\"conn_id\":\"c\",\"frame\":1,\"close_code\":-1}", { _tag: "Malformed" }],
     ["close_code above 65535", "{\"conn_id\":\"c\",\"frame\":1,\"close_code\":65536}", { _tag: "Malformed" }],
     ["close_code a boolean", "{\"conn_id\":\"c\",\"frame\":1,\"close_code\":true}", { _tag: "Malformed" }],
+    // SPEC §2.2: the JSON number's exact value must be a whole number, whatever a float parse rounds it to.
+    ["close_code just above an integer", "{\"conn_id\":\"c\",\"close_code\":4000.0000000000000001}", { _tag: "Malformed" }],
+    ["close_code a tiny fraction", "{\"conn_id\":\"c\",\"frame\":1,\"close_code\":1e-400}", { _tag: "Malformed" }],
+    ["close_code just below an integer", "{\"conn_id\":\"c\",\"close_code\":3999.99999999999999999}", { _tag: "Malformed" }],
+    ["close_code 65535 and a sliver", "{\"conn_id\":\"c\",\"close_code\":65535.000000000000001}", { _tag: "Malformed" }],
+    ["close_code a huge exponent", "{\"conn_id\":\"c\",\"close_code\":1e99999999999999999999}", { _tag: "Malformed" }],
+    ["close_code -1e-400", "{\"conn_id\":\"c\",\"frame\":1,\"close_code\":-1e-400}", { _tag: "Malformed" }],
     ["wrong type beats a wake request", "{\"conn_id\":7,\"push_wake\":{}}", { _tag: "Malformed" }],
     ["a bad close_code beats a wake request", "{\"push_wake\":{},\"close_code\":\"x\"}", { _tag: "Malformed" }],
     ["push_wake not an object", "{\"push_wake\":5}", { _tag: "Malformed" }],
@@ -78,6 +85,13 @@ describe("decode: validation order of SPEC §2.2", () => {
       frame: undefined,
       closeCode: 1005
     }],
+    ["close_code 4e3 is 4000", "{\"conn_id\":\"c\",\"close_code\":4e3}", { _tag: "Deliver", connId: "c", frame: undefined, closeCode: 4000 }],
+    ["close_code 4000.0 is 4000", "{\"conn_id\":\"c\",\"close_code\":4000.0}", { _tag: "Deliver", connId: "c", frame: undefined, closeCode: 4000 }],
+    ["close_code 40000e-1 is 4000", "{\"conn_id\":\"c\",\"close_code\":40000e-1}", { _tag: "Deliver", connId: "c", frame: undefined, closeCode: 4000 }],
+    ["close_code 0.4E+4 is 4000", "{\"conn_id\":\"c\",\"close_code\":0.4E+4}", { _tag: "Deliver", connId: "c", frame: undefined, closeCode: 4000 }],
+    ["close_code 6.5535e4 is 65535", "{\"conn_id\":\"c\",\"close_code\":6.5535e4}", { _tag: "Deliver", connId: "c", frame: undefined, closeCode: 65535 }],
+    ["close_code 0e999999999999 is 0", "{\"conn_id\":\"c\",\"frame\":1,\"close_code\":0e999999999999}", { _tag: "Deliver", connId: "c", frame: "1", closeCode: 0 }],
+    ["close_code -0.0 is 0", "{\"conn_id\":\"c\",\"frame\":1,\"close_code\":-0.0}", { _tag: "Deliver", connId: "c", frame: "1", closeCode: 0 }],
     ["close_code null means none", "{\"conn_id\":\"c\",\"frame\":1,\"close_code\":null}", {
       _tag: "Deliver",
       connId: "c",
