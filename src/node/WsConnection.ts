@@ -97,11 +97,13 @@ class WsConnection implements PeerConnection {
     this.receiver = (ws as unknown as { _receiver: ReceiverState })._receiver
     this.progressAt = clock.currentTimeMillisUnsafe()
     this.messages = Stream.fromPull(Effect.succeed(this.pull))
-    // A started message (first fragment or partial frame read) must complete in time (§1.4).
-    // ws parses each chunk in its own `data` listener, which runs before this one.
+    // A started message (first fragment or partial frame read) must complete in time (§1.4); the
+    // clock restarts with each message. ws parses each chunk in its own `data` listener, which runs
+    // before this one and emits every message the chunk completed (`onMessage` clears `startedAt`),
+    // so a chunk that ends inside a message has started a new one unless one was already running.
     this.socket.on("data", () => {
-      if (!this.messageInProgress()) this.startedAt = undefined
-      else this.startedAt ??= this.clock.currentTimeMillisUnsafe()
+      if (this.messageInProgress()) this.startedAt ??= this.clock.currentTimeMillisUnsafe()
+      else this.startedAt = undefined
     })
     ws.on("message", (data: Buffer, isBinary: boolean) => this.onMessage(data, isBinary))
     ws.on("pong", () => {
@@ -120,6 +122,7 @@ class WsConnection implements PeerConnection {
   }
 
   private onMessage(data: Buffer, isBinary: boolean): void {
+    this.startedAt = undefined
     gcHint.read(data.length)
     // Once the relay started closing, nothing more is forwarded: read on only to see the reply.
     if (this.closeStartedByRelay) return
