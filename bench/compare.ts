@@ -18,12 +18,15 @@
  */
 import * as path from "node:path"
 import { parseArgs } from "node:util"
-import { cpuMs, freePort, RELAY_NODE_FLAGS, REPO_ROOT, runNodeScript, splitCommand, startServer, stopServer } from "./lib/proc.ts"
+import { buildService, cpuMs, freePort, RELAY_ENTRY, RELAY_NODE_FLAGS, REPO_ROOT, runNodeScript, splitCommand, startServer, stopServer } from "./lib/proc.ts"
 import { median, round } from "./lib/stats.ts"
+
+// The relay as `npm start` runs it: the service bundle, built from the current sources.
+buildService()
 
 /** The relay as `npm start` runs it (its V8 flags included), with the per-IP limits off. */
 const DEFAULT_RELAY = [
-  "node_modules/.bin/node", ...RELAY_NODE_FLAGS, "src/main.ts --listen 127.0.0.1:{port} --metrics-listen 127.0.0.1:{metricsPort}",
+  "node_modules/.bin/node", ...RELAY_NODE_FLAGS, `${RELAY_ENTRY} --listen 127.0.0.1:{port} --metrics-listen 127.0.0.1:{metricsPort}`,
   "--rate-limit-burst 0 --max-connections-per-ip 0 --max-connections 100000"
 ].join(" ")
 const DEFAULT_BASELINE = "node_modules/.bin/node bench/baseline.ts --listen 127.0.0.1:{port}"

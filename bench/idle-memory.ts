@@ -24,8 +24,11 @@ import * as path from "node:path"
 import { parseArgs } from "node:util"
 import { LoadWorker, type WorkerOpts } from "./lib/loadworker.ts"
 import { probeHeap, rssKB } from "./lib/memory.ts"
-import { freePort, RELAY_NODE_FLAGS, REPO_ROOT, startServer, stopServer } from "./lib/proc.ts"
+import { buildService, freePort, RELAY_ENTRY, RELAY_NODE_FLAGS, REPO_ROOT, startServer, stopServer } from "./lib/proc.ts"
 import { round } from "./lib/stats.ts"
+
+// The relay as `npm start` runs it: the service bundle, built from the current sources.
+buildService()
 
 const { values } = parseArgs({
   options: {
@@ -121,7 +124,7 @@ const serverArgv = (side: Side, port: number): Array<string> => {
   const pre = [NODE_BIN, "--expose-gc", "bench/lib/heap-probe.ts"]
   const listen = `127.0.0.1:${port}`
   return side === "relay"
-    ? [NODE_BIN, ...RELAY_NODE_FLAGS, ...pre.slice(1), "src/main.ts", "--listen", listen, "--metrics-listen", "", "--rate-limit-burst", "0", "--max-connections-per-ip", "0", "--max-connections", "100000", "--heartbeat-interval", `${HEARTBEAT_S}s`, "--heartbeat-timeout", `${HEARTBEAT_S}s`]
+    ? [NODE_BIN, ...RELAY_NODE_FLAGS, ...pre.slice(1), RELAY_ENTRY, "--listen", listen, "--metrics-listen", "", "--rate-limit-burst", "0", "--max-connections-per-ip", "0", "--max-connections", "100000", "--heartbeat-interval", `${HEARTBEAT_S}s`, "--heartbeat-timeout", `${HEARTBEAT_S}s`]
     : [...pre, "bench/baseline.ts", "--listen", listen]
 }
 

@@ -5,7 +5,7 @@
  * Each fresh process first carries --warmup MB (default 100) of the same frames between peers
  * that read, so "before" is the working size, not a just-started process.
  *
- *   node bench/stalled-rss.ts [--mb 100] [--warmup 100] [--relay-cmd "<node> <npm start's V8 flags> src/main.ts"] [--heap]
+ *   node bench/stalled-rss.ts [--mb 100] [--warmup 100] [--relay-cmd "<node> <npm start's V8 flags> dist/service/relay.mjs"] [--heap]
  *     [--baseline]
  *
  * --baseline runs the same scenarios against bench/baseline.ts instead (for comparison; no
@@ -19,8 +19,11 @@ import { readFileSync } from "node:fs"
 import * as path from "node:path"
 import WebSocket from "ws"
 import { probeHeap } from "./lib/memory.ts"
-import { freePort, RELAY_NODE_FLAGS, REPO_ROOT, splitCommand, startServer, stopServer } from "./lib/proc.ts"
+import { buildService, freePort, RELAY_ENTRY, RELAY_NODE_FLAGS, REPO_ROOT, splitCommand, startServer, stopServer } from "./lib/proc.ts"
 import { rawUpgrade, textFrame } from "./lib/raw.ts"
+
+// The relay as `npm start` runs it: the service bundle, built from the current sources.
+buildService()
 
 const arg = (name: string, fallback: string): string => {
   const i = process.argv.indexOf(`--${name}`)
@@ -33,7 +36,7 @@ const WARMUP = Number(arg("warmup", "100")) * 1_000_000
 const BASELINE = process.argv.includes("--baseline")
 const RELAY = BASELINE
   ? "node_modules/.bin/node bench/baseline.ts"
-  : arg("relay-cmd", ["node_modules/.bin/node", ...RELAY_NODE_FLAGS, "src/main.ts"].join(" "))
+  : arg("relay-cmd", ["node_modules/.bin/node", ...RELAY_NODE_FLAGS, RELAY_ENTRY].join(" "))
 /** With --heap: `<node> --expose-gc bench/lib/heap-probe.ts <rest of the relay command>`. */
 const relayArgv = (): Array<string> => {
   const [node = "node", ...rest] = splitCommand(RELAY)

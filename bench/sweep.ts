@@ -22,12 +22,15 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { parseArgs } from "node:util"
 import { renderChart } from "./lib/chart.ts"
-import { cpuMs, freePort, RELAY_NODE_FLAGS, REPO_ROOT, runNodeScript, splitCommand, startServer, stopServer } from "./lib/proc.ts"
+import { buildService, cpuMs, freePort, RELAY_ENTRY, RELAY_NODE_FLAGS, REPO_ROOT, runNodeScript, splitCommand, startServer, stopServer } from "./lib/proc.ts"
 import { median, round } from "./lib/stats.ts"
+
+// The relay as `npm start` runs it: the service bundle, built from the current sources.
+buildService()
 
 /** The relay as `npm start` runs it (its V8 flags included), with the per-IP limits off. */
 const DEFAULT_RELAY = [
-  "node_modules/.bin/node", ...RELAY_NODE_FLAGS, "src/main.ts --listen 127.0.0.1:{port} --metrics-listen ''",
+  "node_modules/.bin/node", ...RELAY_NODE_FLAGS, `${RELAY_ENTRY} --listen 127.0.0.1:{port} --metrics-listen ''`,
   "--rate-limit-burst 0 --max-connections-per-ip 0 --max-connections 100000"
 ].join(" ")
 const DEFAULT_BASELINE = "node_modules/.bin/node bench/baseline.ts --listen 127.0.0.1:{port}"
@@ -197,7 +200,7 @@ const markdown = (s: Sweep): string => {
 const chart = (s: Sweep): string => {
   const pairs = s.points.filter((p) => p.kind === "pairs")
   const series = (pick: (st: Stat) => number) => [
-    { name: "relay (src/main.ts)", color: "#1f77b4", points: pairs.map((p) => [p.x, pick(p.relay)] as const) },
+    { name: "relay (npm start)", color: "#1f77b4", points: pairs.map((p) => [p.x, pick(p.relay)] as const) },
     { name: "baseline (plain ws)", color: "#ff7f0e", points: pairs.map((p) => [p.x, pick(p.baseline)] as const) }
   ]
   const w = pairs[0]?.load.window ?? 0

@@ -1,5 +1,5 @@
 /** Process helpers for the bench: free ports, spawning servers, waiting for a port, stopping. */
-import { type ChildProcess, spawn } from "node:child_process"
+import { type ChildProcess, execFileSync, spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as net from "node:net"
 import * as path from "node:path"
@@ -11,15 +11,24 @@ export const NODE = process.execPath
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
 
 /**
- * The V8 flags `npm start` gives the relay (between `node` and `src/main.ts` in package.json's
- * start script), so every bench runs the relay as it is deployed. Read, not copied: no drift.
+ * The V8 flags `npm start` gives the relay and the entry it runs (`exec node <flags> <entry>` at
+ * the end of package.json's start script), so every bench runs the relay as it is deployed. Read,
+ * not copied: no drift.
  */
-export const RELAY_NODE_FLAGS: ReadonlyArray<string> = (() => {
+const startCommand = (() => {
   const pkg = JSON.parse(fs.readFileSync(path.join(REPO_ROOT, "package.json"), "utf8")) as { scripts: { start: string } }
-  const m = /\bnode((?:\s+--[^\s]+)*)\s+src\/main\.ts/.exec(pkg.scripts.start)
+  const m = /\bexec node((?:\s+--[^\s]+)*)\s+(\S+\.m?[jt]s)$/.exec(pkg.scripts.start)
   if (m === null) throw new Error(`package.json start script not understood: ${pkg.scripts.start}`)
-  return m[1]!.trim().split(/\s+/).filter((f) => f !== "")
+  return { flags: m[1]!.trim().split(/\s+/).filter((f) => f !== ""), entry: m[2]! }
 })()
+export const RELAY_NODE_FLAGS: ReadonlyArray<string> = startCommand.flags
+/** The file `npm start` runs: the service bundle. */
+export const RELAY_ENTRY: string = startCommand.entry
+
+/** Builds the service bundle from the current sources, as `npm start` does before it runs it. */
+export const buildService = (root: string = REPO_ROOT): void => {
+  execFileSync("npm", ["run", "--silent", "build:service"], { cwd: root, stdio: "inherit" })
+}
 
 /** A port the OS considers free right now on 127.0.0.1. */
 export const freePort = (): Promise<number> =>

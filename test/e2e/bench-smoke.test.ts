@@ -65,10 +65,11 @@ describe("bench smoke", () => {
 
 describe("bench runs the relay as npm start does", () => {
   it("takes npm start's V8 flags from package.json, and node accepts them", async () => {
-    const { RELAY_NODE_FLAGS } = await import("../../bench/lib/proc.ts")
+    const { RELAY_ENTRY, RELAY_NODE_FLAGS } = await import("../../bench/lib/proc.ts")
     const start = (await import("../../package.json", { with: { type: "json" } })).default.scripts.start
     expect(RELAY_NODE_FLAGS.length).toBeGreaterThan(0)
-    expect(start).toBe(`exec node ${RELAY_NODE_FLAGS.join(" ")} src/main.ts`)
+    expect(RELAY_ENTRY).toBe("dist/service/relay.mjs")
+    expect(start).toBe(`npm run --silent build:service && exec node ${RELAY_NODE_FLAGS.join(" ")} ${RELAY_ENTRY}`)
     // A flag node does not know makes it exit 9 ("bad option") before running anything.
     const code = await new Promise<number | null>((resolve) =>
       spawn(NODE, [...RELAY_NODE_FLAGS, "-e", "0"], { cwd: ROOT, stdio: "ignore" }).on("exit", resolve)

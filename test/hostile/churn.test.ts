@@ -19,7 +19,7 @@ import * as Http from "node:http"
 import * as Path from "node:path"
 import { afterEach, describe, expect, it } from "vitest"
 import WebSocket from "ws"
-import { freePort } from "../support/RelayProcess.ts"
+import { freePort, RELAY_ENTRY } from "../support/RelayProcess.ts"
 
 const ROOT = Path.resolve(import.meta.dirname, "../..")
 const NODE = Path.join(ROOT, "node_modules/.bin/node")
@@ -65,7 +65,7 @@ const runRelay = async (port: number, metricsPort: number, flags: ReadonlyArray<
   const env: Record<string, string> = {}
   for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith("PYRYCODE_RELAY_")) env[k] = v
   const child = spawn(NODE, [
-    "src/main.ts",
+    RELAY_ENTRY,
     "--listen",
     `127.0.0.1:${port}`,
     "--metrics-listen",

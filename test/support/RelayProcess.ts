@@ -1,6 +1,7 @@
 /**
- * Runs the relay as a real process (`node src/main.ts <flags>`), as a user would, on a free
- * loopback port. Tests talk to it only over sockets.
+ * Runs the relay as a real process (`node dist/service/relay.mjs <flags>`: the bundle `npm start`
+ * runs, built from the current sources by the test run's global setup), as a user would, on a
+ * free loopback port. Tests talk to it only over sockets.
  */
 import { type ChildProcess, spawn } from "node:child_process"
 import * as Net from "node:net"
@@ -8,6 +9,8 @@ import * as Path from "node:path"
 
 const ROOT = Path.resolve(import.meta.dirname, "../..")
 const NODE = Path.join(ROOT, "node_modules/.bin/node")
+/** The service entry `npm start` runs (see `test/support/BuildService.ts`). */
+export const RELAY_ENTRY = "dist/service/relay.mjs"
 
 export const freePort = (): Promise<number> =>
   new Promise((resolve, reject) => {
@@ -38,13 +41,13 @@ export interface RunOptions {
   readonly tls?: boolean
 }
 
-/** Runs `node src/main.ts` with these arguments; resolves when it exits. */
+/** Runs the relay with these arguments; resolves when it exits. */
 export const runCli = (
   args: ReadonlyArray<string>,
   env: Readonly<Record<string, string>> = {}
 ): Promise<{ code: number | null; stdout: string; stderr: string }> =>
   new Promise((resolve) => {
-    const child = spawn(NODE, ["src/main.ts", ...args], { cwd: ROOT, env: { ...cleanEnv(), ...env } })
+    const child = spawn(NODE, [RELAY_ENTRY, ...args], { cwd: ROOT, env: { ...cleanEnv(), ...env } })
     let stdout = ""
     let stderr = ""
     child.stdout.on("data", (d: Buffer) => (stdout += d.toString()))
@@ -69,7 +72,7 @@ export const startRelay = async (flags: ReadonlyArray<string> = [], options: Run
   const child = spawn(
     NODE,
     [
-      "src/main.ts",
+      RELAY_ENTRY,
       "--listen",
       `127.0.0.1:${port}`,
       "--metrics-listen",
