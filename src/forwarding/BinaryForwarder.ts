@@ -5,8 +5,12 @@
  * dropped; nothing here ever ends the binary's connection: the stream ends only with its socket.
  *
  * Counting `binary_to_phone` is the outbox writer's job (once per frame actually written).
+ * Lines the binary's envelopes cause are limited per connection and reason (`PeerWarnings`); the
+ * per-phone ones (`phone closed by binary`, `frame dropped`) come once per phone at most, since
+ * its outbox is closed by then.
  */
-import type * as Context from "effect/Context"
+import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Metric from "effect/Metric"
 import * as Stream from "effect/Stream"
@@ -15,6 +19,7 @@ import { isWireCode } from "../domain/CloseCodes.ts"
 import { decode } from "../domain/Envelope.ts"
 import * as Log from "../observability/Log.ts"
 import * as Metrics from "../observability/Metrics.ts"
+import { HELD, makePeerWarnings } from "../observability/PeerWarnings.ts"
 import type { BinaryHandle, PhoneHandle } from "../registry/Handles.ts"
 import type { RegistryShape } from "../registry/Registry.ts"
 import type { StopReason } from "./Outbox.ts"
@@ -33,6 +38,8 @@ interface BatchReport {
   readonly overflowed: Array<readonly [PhoneHandle, CloseCode]>
   /** Phones that accepted frames in this pass: their outboxes are flushed once at its end. */
   readonly touched: Set<PhoneHandle>
+  /** This binary's line limit: `HELD`, or the `suppressed` count of a line to write now. */
+  readonly admit: (reason: string) => number
 }
 
 const drop = (report: BatchReport, reason: Metrics.DropReason, frames = 1) =>
@@ -50,29 +57,50 @@ const route = (binary: BinaryHandle, registry: RegistryShape, message: Buffer, r
     case "MissingFrame": {
       drop(report, "malformed_envelope")
       const reason = decoded._tag === "Malformed" ? "malformed" : decoded._tag === "MissingConnId" ? "missing conn_id" : "missing frame"
-      report.events.push(Log.warn("envelope dropped", { ...binaryFields(binary), reason }))
+      const suppressed = report.admit(reason)
+      if (suppressed !== HELD) {
+        report.events.push(Log.warn("envelope dropped", { ...binaryFields(binary), reason, suppressed }))
+      }
       return
     }
     case "Wake": {
-      report.events.push(Log.info("push wake dropped", { ...binaryFields(binary), reason: "push off" }))
+      const suppressed = report.admit("push off")
+      if (suppressed !== HELD) {
+        report.events.push(Log.info("push wake dropped", { ...binaryFields(binary), reason: "push off", suppressed }))
+      }
       return
     }
     case "Deliver": {
       const phone = registry.phoneFor(binary.serverId, decoded.connId)
       if (phone === undefined) {
         drop(report, "unknown_conn_id")
-        report.events.push(Log.warn("envelope dropped", { ...binaryFields(binary), reason: "unknown conn_id" }))
+        const suppressed = report.admit("unknown conn_id")
+        if (suppressed !== HELD) {
+          report.events.push(Log.warn("envelope dropped", {
+            ...binaryFields(binary), reason: "unknown conn_id", suppressed
+          }))
+        }
         return
       }
       let code = decoded.closeCode
       if (code !== 0 && !isWireCode(code)) {
-        report.events.push(Log.warn("close code replaced", { ...binaryFields(binary), conn_id: phone.connId, close_code: code }))
+        const suppressed = report.admit("close code replaced")
+        if (suppressed !== HELD) {
+          report.events.push(Log.warn("close code replaced", {
+            ...binaryFields(binary), conn_id: phone.connId, close_code: code, suppressed
+          }))
+        }
         code = 1011
       }
       const result = phone.outbox.offer(decoded.frame, code)
       if (result._tag === "Refused") {
         if (decoded.frame !== undefined) drop(report, REFUSED_REASON[result.reason])
-        report.events.push(Log.warn("envelope dropped", { ...binaryFields(binary), conn_id: phone.connId, reason: "outbox closed" }))
+        const suppressed = report.admit("outbox closed")
+        if (suppressed !== HELD) {
+          report.events.push(Log.warn("envelope dropped", {
+            ...binaryFields(binary), conn_id: phone.connId, reason: "outbox closed", suppressed
+          }))
+        }
         return
       }
       if (code !== 0) {
@@ -93,16 +121,19 @@ const routeBatch = (
   binary: BinaryHandle,
   registry: RegistryShape,
   batch: ReadonlyArray<Buffer>,
-  context: Context.Context<never>
+  context: Context.Context<never>,
+  admit: (reason: string) => number
 ) =>
   Effect.suspend(() => {
-    const report: BatchReport = { drops: new Map(), events: [], overflowed: [], touched: new Set() }
+    const report: BatchReport = { drops: new Map(), events: [], overflowed: [], touched: new Set(), admit }
     for (const message of batch) route(binary, registry, message, report)
     // Touched outboxes are written through, one write each; those with something that must wait
     // (backpressure, a directive, a failed write) get their writer.
     let waiting: Array<PhoneHandle> | undefined
     for (const phone of report.touched) if (phone.outbox.flush(context)) (waiting ??= []).push(phone)
-    if (report.events.length === 0 && report.overflowed.length === 0 && waiting === undefined) return Effect.void
+    if (
+      report.drops.size === 0 && report.events.length === 0 && report.overflowed.length === 0 && waiting === undefined
+    ) return Effect.void
     return Effect.gen(function*() {
       if (waiting !== undefined) for (const phone of waiting) yield* phone.outbox.startWriter
       // Overflowed phones close once each, all at once; the binary reads on meanwhile.
@@ -117,6 +148,9 @@ const routeBatch = (
 
 /** Runs until the binary's socket ends. */
 export const forwardBinary = (binary: BinaryHandle, registry: RegistryShape): Effect.Effect<void> =>
-  Effect.contextWith((context: Context.Context<never>) =>
-    Stream.runForEachArray(binary.conn.messages, (batch) => routeBatch(binary, registry, batch, context))
-  )
+  Effect.contextWith((context: Context.Context<never>) => {
+    const clock = Context.get(context, Clock.Clock)
+    const warnings = makePeerWarnings()
+    const admit = (reason: string) => warnings.admit(reason, clock.currentTimeMillisUnsafe())
+    return Stream.runForEachArray(binary.conn.messages, (batch) => routeBatch(binary, registry, batch, context, admit))
+  })

@@ -33,6 +33,7 @@ import * as CloseCodes from "../domain/CloseCodes.ts"
 import { makeWsConnection } from "../node/WsConnection.ts"
 import * as Log from "../observability/Log.ts"
 import * as Metrics from "../observability/Metrics.ts"
+import { limited, makePeerWarnings } from "../observability/PeerWarnings.ts"
 import { Registry } from "../registry/Registry.ts"
 import { type BinaryInfo, runBinary } from "../session/BinarySession.ts"
 import { Lifecycle } from "../session/Lifecycle.ts"
@@ -112,6 +113,12 @@ const make = Effect.gen(function*() {
   const caps = yield* ConnectionCaps
   const appRoutes = yield* AppRoutes
   const startedAt = yield* Clock.currentTimeMillis
+  /**
+   * Refusals before a connection exists are limited relay-wide per reason (SPEC §11): per source
+   * IP would let a client with many addresses write a line per attempt, and would need state per
+   * address. The first refusal of each second is logged with its `remote`.
+   */
+  const admissionWarnings = makePeerWarnings()
 
   const server = yield* Effect.acquireRelease(bindPublic(config), closeServer)
   const wss = new WebSocketServer({
@@ -181,13 +188,19 @@ const make = Effect.gen(function*() {
       if (!(yield* limiter.take(ip))) {
         yield* Metric.update(Metrics.upgradeAttempts[endpoint].reject_rate_limit, 1)
         yield* Metric.update(Metrics.registerFailures.ratelimit, 1)
-        yield* Log.warn("rate limited", ip === undefined ? {} : { remote: ip })
+        yield* limited(admissionWarnings, "rate limited", (suppressed) =>
+          Log.warn("rate limited", { ...(ip === undefined ? {} : { remote: ip }), suppressed }))
         return rejected(socket, 429)
       }
       const admission = caps.tryAcquire(ip)
       if (admission._tag === "Rejected") {
         yield* Metric.update(Metrics.connectionsRejected[admission.reason], 1)
-        yield* Log.warn("connection cap reached", { reason: admission.reason, ...(ip === undefined ? {} : { remote: ip }) })
+        yield* limited(admissionWarnings, admission.reason, (suppressed) =>
+          Log.warn("connection cap reached", {
+            reason: admission.reason,
+            ...(ip === undefined ? {} : { remote: ip }),
+            suppressed
+          }))
         return rejected(socket, 503)
       }
       // The cap slot is held for the handler's whole life, rejects and probe included (§7.2).

@@ -1,6 +1,9 @@
 /**
  * The only way the relay logs (SPEC §11). The message is a fixed event name; context goes in
  * annotations whose keys are restricted by the type `LogFields`, so a new key does not compile.
+ * Values a peer chose (server-id, device name, version, forwarded address) are cut at 128 UTF-8
+ * bytes here, so no call site can forget it; lines a peer's input causes are also limited in
+ * number (`PeerWarnings.ts`) by the call sites, which alone know the connection.
  *
  * Never pass frame or envelope bytes, a token, a User-Agent or a header set here.
  */
@@ -44,6 +47,8 @@ export interface LogFields {
   readonly endpoint?: string
   readonly duration?: string
   readonly error?: string
+  /** Lines of this connection and reason held back since the last one (`PeerWarnings`); omitted when 0. */
+  readonly suppressed?: number
   readonly version?: string
   readonly listen?: string
   readonly metrics_listen?: string
@@ -53,6 +58,47 @@ export interface LogFields {
 
 type Level = "Debug" | "Info" | "Warn" | "Error"
 
+/** SPEC §11: a logged server-id or device name longer than this is cut to it and marked `…`. */
+export const MAX_PEER_TEXT_BYTES = 128
+
+/**
+ * `text` cut to its first 128 UTF-8 bytes plus `…` when longer, never inside a character.
+ * A UTF-16 unit is at most 3 UTF-8 bytes, so up to 42 units cannot be too long; and 129 units are
+ * at least 129 bytes, so encoding that many is enough to find the cut.
+ */
+export const cutPeerText = (text: string): string => {
+  if (text.length <= 42) return text
+  const head = Buffer.from(text.length > MAX_PEER_TEXT_BYTES ? text.slice(0, MAX_PEER_TEXT_BYTES + 1) : text, "utf8")
+  if (head.length <= MAX_PEER_TEXT_BYTES) return text
+  let end = MAX_PEER_TEXT_BYTES
+  while (end > 0 && (head[end]! & 0xc0) === 0x80) end-- // back to the first byte of a character
+  return `${head.toString("utf8", 0, end)}…`
+}
+
+/**
+ * `client-<server-id>-<8 hex>` / `server-<server-id>-<8 hex>` with the server-id part cut like
+ * `server_id`: the prefix and the suffix that tells connections apart stay whole.
+ */
+const cutConnId = (connId: string): string =>
+  connId.length <= 7 + 42 + 9 ? connId : `${connId.slice(0, 7)}${cutPeerText(connId.slice(7, -9))}${connId.slice(-9)}`
+
+const PEER_TEXT_KEYS = ["server_id", "device_name", "binary_version", "remote"] as const
+const CONN_ID_KEYS = ["conn_id", "binary_conn_id"] as const
+
+const annotations = (fields: LogFields): Record<string, unknown> => {
+  const out: Record<string, unknown> = { ...fields }
+  for (const key of PEER_TEXT_KEYS) {
+    const value = fields[key]
+    if (value !== undefined) out[key] = cutPeerText(value)
+  }
+  for (const key of CONN_ID_KEYS) {
+    const value = fields[key]
+    if (value !== undefined) out[key] = cutConnId(value)
+  }
+  if (fields.suppressed === 0) delete out.suppressed
+  return out
+}
+
 const log = (level: Level) => (event: LogEvent, fields: LogFields = {}): Effect.Effect<void> => {
   const line = level === "Debug"
     ? Effect.logDebug(event)
@@ -61,7 +107,7 @@ const log = (level: Level) => (event: LogEvent, fields: LogFields = {}): Effect.
     : level === "Warn"
     ? Effect.logWarning(event)
     : Effect.logError(event)
-  return Effect.annotateLogs(line, fields as Record<string, unknown>)
+  return Effect.annotateLogs(line, annotations(fields))
 }
 
 export const debug = log("Debug")

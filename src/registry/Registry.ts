@@ -16,7 +16,7 @@ import * as Metric from "effect/Metric"
 import * as Scope from "effect/Scope"
 import { RelayConfig } from "../config/RelayConfig.ts"
 import * as CloseCodes from "../domain/CloseCodes.ts"
-import { phoneConnId } from "../domain/ConnId.ts"
+import { makePhoneConnIds } from "../domain/ConnId.ts"
 import { NoServer, PhonesAtCap } from "../domain/Errors.ts"
 import * as Log from "../observability/Log.ts"
 import * as Metrics from "../observability/Metrics.ts"
@@ -108,6 +108,7 @@ export const makeRegistry = (options: {
 }): Effect.Effect<RegistryShape> =>
   Effect.sync(() => {
     const slots = new Map<string, Slot>()
+    const connIds = makePhoneConnIds()
     let graced = 0
     let phoneCount = 0
 
@@ -236,7 +237,7 @@ export const makeRegistry = (options: {
         const slot = slots.get(serverId)
         if (slot === undefined) return Effect.fail(new NoServer())
         if (slot.phones.size >= options.maxPhonesPerServer) return Effect.fail(new PhonesAtCap())
-        const phone = make(phoneConnId(serverId), slot.binary)
+        const phone = make(connIds.next(serverId, (connId) => slot.phones.has(connId)), slot.binary)
         slot.phones.set(phone.connId, phone)
         phoneCount++
         return Effect.as(

@@ -58,6 +58,7 @@ const KEYS = new Set([
   "endpoint",
   "duration",
   "error",
+  "suppressed",
   "version",
   "listen",
   "metrics_listen",
