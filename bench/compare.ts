@@ -1,10 +1,14 @@
 /**
- * A/B benchmark: the relay under test vs bench/baseline.ts, alternating (A B A B …), a fresh server
- * process on a free port for every run, the same loadgen arguments for both.
+ * A/B benchmark: the relay under test vs bench/baseline.ts — or, with `--against <git rev>`, vs
+ * the relay at that revision — alternating (A B A B …), a fresh server process on a free port for
+ * every run, the same loadgen arguments for both.
  *
  *   node bench/compare.ts [--rounds 3] [--servers 4 --phones 4 --frames 20000 --warmup 500
  *     --bytes 100 --window 32 --processes 2 --flush immediate] [--setup --setup-servers 64
- *     --setup-phones 8] [--relay-cmd "…"] [--baseline-cmd "…"]
+ *     --setup-phones 8] [--relay-cmd "…"] [--baseline-cmd "…" | --against <rev>]
+ *
+ * `--against` checks the revision out into a temporary git worktree (bench/lib/revision.ts), runs
+ * it as its own `npm start` would, and removes the worktree at the end.
  *
  * Commands may use {port} and {metricsPort}; without {port}, `--listen 127.0.0.1:{port}` is
  * appended. The default relay command turns the per-IP rate limit and per-IP cap off (every bench
@@ -19,15 +23,18 @@
 import * as path from "node:path"
 import { parseArgs } from "node:util"
 import { buildService, cpuMs, freePort, RELAY_ENTRY, RELAY_NODE_FLAGS, REPO_ROOT, runNodeScript, splitCommand, startServer, stopServer } from "./lib/proc.ts"
+import { checkoutRevision } from "./lib/revision.ts"
 import { median, round } from "./lib/stats.ts"
 
 // The relay as `npm start` runs it: the service bundle, built from the current sources.
 buildService()
 
+/** Every bench connection comes from 127.0.0.1: the per-IP limits are off. */
+const LIMITS_OFF = "--rate-limit-burst 0 --max-connections-per-ip 0 --max-connections 100000"
 /** The relay as `npm start` runs it (its V8 flags included), with the per-IP limits off. */
 const DEFAULT_RELAY = [
   "node_modules/.bin/node", ...RELAY_NODE_FLAGS, `${RELAY_ENTRY} --listen 127.0.0.1:{port} --metrics-listen 127.0.0.1:{metricsPort}`,
-  "--rate-limit-burst 0 --max-connections-per-ip 0 --max-connections 100000"
+  LIMITS_OFF
 ].join(" ")
 const DEFAULT_BASELINE = "node_modules/.bin/node bench/baseline.ts --listen 127.0.0.1:{port}"
 
@@ -49,7 +56,8 @@ const { values } = parseArgs({
     "setup-servers": { type: "string", default: "64" },
     "setup-phones": { type: "string", default: "8" },
     "relay-cmd": { type: "string", default: DEFAULT_RELAY },
-    "baseline-cmd": { type: "string", default: DEFAULT_BASELINE }
+    "baseline-cmd": { type: "string", default: DEFAULT_BASELINE },
+    against: { type: "string" }
   },
   strict: true
 })
@@ -59,6 +67,11 @@ if (!Number.isInteger(rounds) || rounds < 1 || rounds > 50) {
   process.stderr.write("compare: --rounds must be an integer 1..50\n")
   process.exit(2)
 }
+
+// With --against, the B side is the relay at that revision instead of the plain-ws baseline.
+const against = values.against === undefined ? undefined : checkoutRevision(values.against, LIMITS_OFF)
+const baselineCmd = against?.command ?? values["baseline-cmd"]
+const baselineLabel = against === undefined ? "baseline" : `rev ${against.commit}`
 
 const loadArgs = (port: number): Array<string> => [
   "--url", `ws://127.0.0.1:${port}`,
@@ -110,7 +123,7 @@ const lastJsonLine = (out: string): Json | undefined => {
 const runOnce = async (side: Side, roundNo: number): Promise<Run> => {
   const port = await freePort()
   const metricsPort = await freePort()
-  const argv = argvFor(side === "relay" ? values["relay-cmd"] : values["baseline-cmd"], port, metricsPort)
+  const argv = argvFor(side === "relay" ? values["relay-cmd"] : baselineCmd, port, metricsPort)
   const logFile = path.join(REPO_ROOT, "bench", "out", `${side}-${roundNo}.log`)
   let server
   try {
@@ -152,7 +165,7 @@ const main = async (): Promise<number> => {
     for (const side of ["relay", "baseline"] as const) {
       const run = await runOnce(side, r)
       runs.push(run)
-      const line = { side, round: r, ok: run.ok, cpuUsPerRoundTrip: run.cpuUsPerRoundTrip, ...run.load, ...(run.setup ? { setup: run.setup } : {}) }
+      const line = { side: side === "baseline" ? baselineLabel : side, round: r, ok: run.ok, cpuUsPerRoundTrip: run.cpuUsPerRoundTrip, ...run.load, ...(run.setup ? { setup: run.setup } : {}) }
       process.stdout.write(`${JSON.stringify(line)}\n`)
     }
   }
@@ -166,22 +179,26 @@ const main = async (): Promise<number> => {
     ...(values.setup ? { upgradesPerSec: (r: Run) => num(r.setup, "upgradesPerSec") } : {})
   }
   const summary: Record<string, Record<string, number>> = {}
-  process.stdout.write(`\n${"metric".padEnd(18)}${"relay".padStart(12)}${"baseline".padStart(12)}${"ratio".padStart(9)}\n`)
+  process.stdout.write(`\n${"metric".padEnd(18)}${"relay".padStart(12)}${baselineLabel.padStart(14)}${"ratio".padStart(9)}\n`)
   for (const [name, pick] of Object.entries(metrics)) {
     const a = med("relay", pick)
     const b = med("baseline", pick)
     const ratio = round(a / b, 3)
     summary[name] = { relay: a, baseline: b, ratio }
-    process.stdout.write(`${name.padEnd(18)}${`${a}`.padStart(12)}${`${b}`.padStart(12)}${`${ratio}`.padStart(9)}\n`)
+    process.stdout.write(`${name.padEnd(18)}${`${a}`.padStart(12)}${`${b}`.padStart(14)}${`${ratio}`.padStart(9)}\n`)
   }
   const failed = runs.filter((r) => !r.ok).length
-  process.stdout.write(`${JSON.stringify({ summary: "medians", rounds, failedRuns: failed, ...summary })}\n`)
+  process.stdout.write(`${JSON.stringify({ summary: "medians", rounds, against: baselineLabel, failedRuns: failed, ...summary })}\n`)
   return failed > 0 ? 1 : 0
 }
 
 main().then(
-  (code) => process.exit(code),
+  (code) => {
+    against?.remove()
+    process.exit(code)
+  },
   (e: unknown) => {
+    against?.remove()
     process.stderr.write(`compare: ${e instanceof Error ? e.message : String(e)}\n`)
     process.exit(1)
   }

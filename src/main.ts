@@ -39,7 +39,8 @@ const program = Layer.launch(
 ).pipe(
   Effect.catchTags({
     ListenError: (error) => Effect.fail(error.message),
-    MetricsListenError: (error) => Effect.fail(`metrics listener: ${error.message}`)
+    MetricsListenError: (error) => Effect.fail(`metrics listener: ${error.message}`),
+    WsInternalsChanged: (error) => Effect.fail(error.message)
   })
 )
 

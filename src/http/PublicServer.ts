@@ -31,6 +31,7 @@ import { type ListenAddress, RelayConfig } from "../config/RelayConfig.ts"
 import { version } from "../config/Version.ts"
 import * as CloseCodes from "../domain/CloseCodes.ts"
 import { makeWsConnection } from "../node/WsConnection.ts"
+import { checkWsInternals, type WsInternalsChanged } from "../node/WsInternals.ts"
 import * as Log from "../observability/Log.ts"
 import * as Metrics from "../observability/Metrics.ts"
 import { limited, makePeerWarnings } from "../observability/PeerWarnings.ts"
@@ -54,7 +55,7 @@ export class PublicServer extends Context.Service<PublicServer, {
 }>()("pyrycode-relay/PublicServer") {
   static readonly layer: Layer.Layer<
     PublicServer,
-    ListenError,
+    ListenError | WsInternalsChanged,
     RelayConfig | Registry | Ledger | Lifecycle | ConnectionWatcher | RateLimiter | ConnectionCaps
   > = Layer
     .effect(PublicServer, Effect.suspend(() => make))
@@ -105,6 +106,9 @@ const sessionStart = (endpoint: Endpoint, headers: Http.IncomingHttpHeaders): Se
 }
 
 const make = Effect.gen(function*() {
+  // Fail at boot, naming the ws version, if the ws internals the write path and the message
+  // deadline use are not what this code expects.
+  yield* checkWsInternals
   const config = yield* RelayConfig
   const registry = yield* Registry
   const ledger = yield* Ledger

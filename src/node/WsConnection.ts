@@ -33,18 +33,12 @@ import { ConnectionLost } from "../domain/Errors.ts"
 import { gcHint } from "./GcHint.ts"
 import { encodeTextFrames } from "./TextFrames.ts"
 import { atReadEnd, atTurnEnd } from "./TurnEnd.ts"
+import { messageInProgress, type ReceiverState, wsInternals } from "./WsInternals.ts"
 
 const READ_HIGH_WATER = 1024 * 1024
 const READ_LOW_WATER = 256 * 1024
 const CORK_MAX_BYTES = 64 * 1024
 const EMPTY = Buffer.alloc(0)
-
-/** The parts of `ws`'s receiver the message deadline reads. */
-interface ReceiverState {
-  readonly _state: number
-  readonly _fragmented: number
-  readonly _bufferedBytes: number
-}
 
 /**
  * One upgraded socket. A class, not a closure bundle: its methods live once on the prototype, so
@@ -93,8 +87,9 @@ class WsConnection implements PeerConnection {
     this.ledger = ledger
     this.scope = scope
     this.closeTimeout = closeTimeout
-    this.socket = (ws as unknown as { _socket: Net.Socket })._socket
-    this.receiver = (ws as unknown as { _receiver: ReceiverState })._receiver
+    const internals = wsInternals(ws)
+    this.socket = internals.socket
+    this.receiver = internals.receiver
     this.progressAt = clock.currentTimeMillisUnsafe()
     this.messages = Stream.fromPull(Effect.succeed(this.pull))
     // A started message (first fragment or partial frame read) must complete in time (§1.4); the
@@ -102,7 +97,7 @@ class WsConnection implements PeerConnection {
     // before this one and emits every message the chunk completed (`onMessage` clears `startedAt`),
     // so a chunk that ends inside a message has started a new one unless one was already running.
     this.socket.on("data", () => {
-      if (this.messageInProgress()) this.startedAt ??= this.clock.currentTimeMillisUnsafe()
+      if (messageInProgress(this.receiver)) this.startedAt ??= this.clock.currentTimeMillisUnsafe()
       else this.startedAt = undefined
     })
     ws.on("message", (data: Buffer, isBinary: boolean) => this.onMessage(data, isBinary))
@@ -115,11 +110,6 @@ class WsConnection implements PeerConnection {
   }
 
   // --- reading ---------------------------------------------------------------------------------
-
-  private messageInProgress(): boolean {
-    const r = this.receiver
-    return r._fragmented !== 0 || r._state !== 0 || r._bufferedBytes > 0
-  }
 
   private onMessage(data: Buffer, isBinary: boolean): void {
     this.startedAt = undefined
