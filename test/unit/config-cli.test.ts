@@ -3,10 +3,10 @@ import { assert, describe, it } from "@effect/vitest"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Result from "effect/Result"
-import { BootRefusal, envName, flags, loadRelayConfig, parseArgs, usage, version } from "../src/config/Cli.ts"
-import { defaults } from "../src/config/RelayConfig.ts"
-import type { RelayConfigShape } from "../src/config/RelayConfig.ts"
-import { isLoopbackLiteral, parseDuration, parseListen, parseSize } from "../src/config/Units.ts"
+import { BootRefusal, envName, flags, loadRelayConfig, parseArgs, usage, version } from "../../src/config/Cli.ts"
+import { defaults } from "../../src/config/RelayConfig.ts"
+import type { RelayConfigShape } from "../../src/config/RelayConfig.ts"
+import { isLoopbackLiteral, parseDuration, parseListen, parseSize } from "../../src/config/Units.ts"
 
 type Env = Record<string, string | undefined>
 
@@ -380,7 +380,7 @@ describe("usage and version", () => {
   })
 
   it("version is package.json's", () => {
-    const pkg = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string }
+    const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string }
     assert.strictEqual(version, pkg.version)
     assert.match(version, /^\d+\.\d+\.\d+/)
   })

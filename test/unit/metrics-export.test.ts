@@ -6,10 +6,10 @@ import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as Scope from "effect/Scope"
 import { spawnSync } from "node:child_process"
-import { RelayConfig } from "../src/config/RelayConfig.ts"
-import { isLoopbackLiteral, METRICS_CONTENT_TYPE, MetricsServer } from "../src/http/MetricsServer.ts"
-import * as Metrics from "../src/observability/Metrics.ts"
-import { BeforeScrape, PrometheusExport } from "../src/observability/PrometheusExport.ts"
+import { RelayConfig } from "../../src/config/RelayConfig.ts"
+import { isLoopbackLiteral, METRICS_CONTENT_TYPE, MetricsServer } from "../../src/http/MetricsServer.ts"
+import * as Metrics from "../../src/observability/Metrics.ts"
+import { BeforeScrape, PrometheusExport } from "../../src/observability/PrometheusExport.ts"
 
 // --- the SPEC §8.2 series set, written out independently of Metrics.ts ------------------------
 
