@@ -21,9 +21,10 @@ import { ConnectionLost } from "../../src/domain/Errors.ts"
 
 /**
  * `flush`: every send is flushed at once. `stall`: bytes stay pending until `flush()`.
- * `fail`: `send` returns `false`, as for a socket that is no longer open.
+ * `fail`: `send` returns `false`, as for a socket that is no longer open. `throw`: `send` throws
+ * (a defect in the adapter: what a session must survive without leaking its connection).
  */
-export type WriteMode = "flush" | "stall" | "fail"
+export type WriteMode = "flush" | "stall" | "fail" | "throw"
 
 export interface FakeConnection extends PeerConnection {
   writes: WriteMode
@@ -124,6 +125,7 @@ export const makeFakeConnection = (options: {
 
       messages: Stream.fromQueue(inbox),
       send: (frames, onFlushed) => {
+        if (fake.writes === "throw") throw new Error("send threw (test)")
         if (gone || fake.writes === "fail") return false
         if (pending === 0) lastProgressAt = clock.currentTimeMillisUnsafe()
         let bytes = 0
