@@ -146,6 +146,8 @@ const make = Effect.gen(function*() {
 
   const upgrade = (req: Http.IncomingMessage, socket: Stream.Duplex, head: Buffer) =>
     Effect.callback<WebSocket | undefined>((resume) => {
+      // Gone while the gate ran: its `close` was emitted already and `ws` would never call back.
+      if (socket.destroyed) return resume(Effect.succeed(undefined))
       // A refused handshake (bad key, version, method) never calls back: the socket closes instead.
       const onClose = () => resume(Effect.succeed(undefined))
       socket.once("close", onClose)
