@@ -4,6 +4,7 @@
  * listeners; its `close` event is then long emitted, and a connection waiting for it would keep
  * its session (and cap slot) forever.
  */
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
@@ -43,7 +44,7 @@ const closedWithin = (ws: WebSocket, ms: number) =>
   Effect.runPromise(Effect.gen(function*() {
     const scope = yield* Scope.make()
     const conn = yield* Scope.provide(scope)(makeWsConnection(ws, {
-      closeTimeout: "5 seconds",
+      closeTimeout: Duration.seconds(5),
       ledger: makeBufferLedger(1 << 30)
     }))
     const info = yield* Effect.timeoutOption(conn.closed, `${ms} millis`)
