@@ -92,14 +92,23 @@ class PhoneOutbox implements Outbox {
   private failed = false
   private writing = false
   private readonly scope: Scope.Scope
+  /** What ends the phone when the writer dies with a defect (its session would not see it otherwise). */
+  private readonly onWriterDefect: Effect.Effect<void>
   /** The context (metric registry) counting happens in; set by the first flush or writer. */
   private context: Context.Context<never> | undefined
 
-  constructor(conn: PeerConnection, budget: number, ledger: BufferLedger, scope: Scope.Scope) {
+  constructor(
+    conn: PeerConnection,
+    budget: number,
+    ledger: BufferLedger,
+    scope: Scope.Scope,
+    onWriterDefect: Effect.Effect<void>
+  ) {
     this.conn = conn
     this.budget = budget
     this.ledger = ledger
     this.scope = scope
+    this.onWriterDefect = onWriterDefect
   }
 
   stop(reason: StopReason): number {
@@ -193,7 +202,16 @@ class PhoneOutbox implements Outbox {
   }
 
   get startWriter(): Effect.Effect<void> {
-    return Effect.suspend(() => (this.writing ? Effect.void : Effect.asVoid(Effect.forkIn(this.run, this.scope))))
+    return Effect.suspend(() => (this.writing ? Effect.void : Effect.asVoid(Effect.forkIn(this.supervisedRun, this.scope))))
+  }
+
+  /** The forked writer: a defect drops what is pending (counted) and ends the phone, never silently. */
+  private get supervisedRun(): Effect.Effect<void> {
+    return Effect.catchDefect(this.run, () =>
+      Effect.suspend(() => {
+        this.dropAll()
+        return this.onWriterDefect
+      }))
   }
 
   usedBytes(): number {
@@ -319,4 +337,13 @@ export const make = (options: {
   readonly ledger: BufferLedger
   /** The phone's scope: the writer runs in it, so it ends with the phone's session at the latest. */
   readonly scope: Scope.Scope
-}): Outbox => new PhoneOutbox(options.conn, options.budget, options.ledger, options.scope)
+  /** Run when the forked writer dies with a defect; by default the phone is closed 1011 `internal error`. */
+  readonly onWriterDefect?: Effect.Effect<void>
+}): Outbox =>
+  new PhoneOutbox(
+    options.conn,
+    options.budget,
+    options.ledger,
+    options.scope,
+    options.onWriterDefect ?? options.conn.close(CloseCodes.InternalError)
+  )

@@ -1,8 +1,9 @@
 /**
  * One binary's whole life after its upgrade (SPEC §1.2, §3): claim the server-id — first claim
  * wins, a slot in grace is reclaimed, a live incumbent is probed and either kept (newcomer 4409)
- * or taken over — then forward its envelopes until the socket is gone. The claim is a scoped
- * resource whose release puts the slot into grace if this connection still holds it.
+ * or taken over; a newcomer that leaves during the probe takes nothing — then forward its
+ * envelopes until the socket is gone. The claim is a scoped resource whose release puts the slot
+ * into grace if this connection still holds it.
  */
 import * as Effect from "effect/Effect"
 import * as Metric from "effect/Metric"
@@ -18,31 +19,60 @@ import * as Metrics from "../observability/Metrics.ts"
 import type { BinaryHandle } from "../registry/Handles.ts"
 import { Registry } from "../registry/Registry.ts"
 import { Lifecycle } from "./Lifecycle.ts"
+import type { SessionLabel } from "./SessionFailure.ts"
 
 export interface BinaryInfo {
   readonly serverId: string
   readonly version: string
 }
 
-type ClaimOutcome = "holder" | "rejected" | "draining"
+/** `gone`: the newcomer left before it could hold the slot (nothing to answer, nothing counted). */
+type ClaimOutcome = "holder" | "rejected" | "draining" | "gone"
 
-/** Claims the slot, probing a live incumbent first (SPEC §3.2, §3.3). */
+type ProbeAnswer = "alive" | "dead" | "draining" | "gone"
+
+/**
+ * The conflict probe (SPEC §3.3), interruptible and raced against the drain and against the
+ * newcomer leaving: a newcomer that is gone stops waiting at once.
+ */
+const probeIncumbent = (newcomer: PeerConnection, incumbent: BinaryHandle): Effect.Effect<ProbeAnswer, never, RelayConfig | Lifecycle> =>
+  Effect.gen(function*() {
+    const config = yield* RelayConfig
+    const lifecycle = yield* Lifecycle
+    return yield* Effect.raceFirst(
+      Effect.raceFirst(
+        Effect.map(probe(incumbent.conn, config.probeTimeout), (alive): ProbeAnswer => (alive ? "alive" : "dead")),
+        Effect.as(lifecycle.draining, "draining" as const)
+      ),
+      Effect.as(newcomer.closed, "gone" as const)
+    )
+  })
+
+/**
+ * Claims the slot, probing a live incumbent first (SPEC §3.2, §3.3). Holding the slot and arming
+ * its release (grace if this connection still holds it) happen in one step, for a first claim or
+ * reclaim as for a takeover, so an interruption never leaves a held slot without a release. The
+ * probe runs between those steps, interruptible; the takeover checks in its own step that the
+ * newcomer is still open.
+ */
 const claimSlot = (binary: BinaryHandle) =>
   Effect.gen(function*() {
     const registry = yield* Registry
-    const config = yield* RelayConfig
-    const lifecycle = yield* Lifecycle
-    const claim = yield* registry.claim(binary)
+    const claim = yield* Effect.acquireRelease(
+      registry.claim(binary),
+      (claim) => (claim._tag === "Claimed" || claim._tag === "Reclaimed" ? registry.release(binary) : Effect.void)
+    )
+    if (claim._tag === "Gone") return "gone" satisfies ClaimOutcome
     if (claim._tag !== "Conflict") return "holder" satisfies ClaimOutcome
     yield* Log.info("server id conflict", { server_id: binary.serverId, binary_conn_id: binary.connId })
-    const answer = yield* Effect.raceFirst(
-      Effect.map(probe(claim.incumbent.conn, config.probeTimeout), (alive): "alive" | "dead" => (alive ? "alive" : "dead")),
-      Effect.as(lifecycle.draining, "draining" as const)
-    )
-    if (answer === "draining") return "draining" satisfies ClaimOutcome
+    const answer = yield* probeIncumbent(binary.conn, claim.incumbent)
     if (answer === "alive") return "rejected" satisfies ClaimOutcome
-    const won = yield* registry.takeover(binary, claim.incumbent)
-    return (won ? "holder" : "rejected") satisfies ClaimOutcome
+    if (answer !== "dead") return answer satisfies ClaimOutcome
+    const takeover = yield* Effect.acquireRelease(
+      registry.takeover(binary, claim.incumbent),
+      (result) => (result === "TookOver" ? registry.release(binary) : Effect.void)
+    )
+    return (takeover === "TookOver" ? "holder" : takeover === "Gone" ? "gone" : "rejected") satisfies ClaimOutcome
   })
 
 /**
@@ -51,7 +81,7 @@ const claimSlot = (binary: BinaryHandle) =>
  * the connection's whole life. One generator function for every binary.
  */
 const setUpBinary = Effect.fnUntraced(
-  function*(conn: PeerConnection, info: BinaryInfo) {
+  function*(conn: PeerConnection, info: BinaryInfo, label: SessionLabel) {
     const registry = yield* Registry
     const config = yield* RelayConfig
     const watcher = yield* ConnectionWatcher
@@ -61,13 +91,10 @@ const setUpBinary = Effect.fnUntraced(
       version: info.version,
       conn
     }
-    // The claim is a resource: holding the slot and arming its release happen as one step, so an
-    // interruption can never leave a claimed slot without a release (the probe inside races the
-    // drain, so this never holds a shutdown up).
-    const outcome = yield* Effect.acquireRelease(
-      claimSlot(binary),
-      (outcome) => (outcome === "holder" ? registry.release(binary) : Effect.void)
-    )
+    label.connId = binary.connId
+    const outcome = yield* claimSlot(binary)
+    // A newcomer that left: nobody to answer, nothing counted.
+    if (outcome === "gone") return conn.closed
     if (outcome !== "holder") {
       if (outcome === "rejected") {
         yield* Metric.update(Metrics.upgradeAttempts.server.reject_409, 1)
@@ -89,4 +116,5 @@ const setUpBinary = Effect.fnUntraced(
   }
 )
 
-export const runBinary = (conn: PeerConnection, info: BinaryInfo) => Effect.flatten(setUpBinary(conn, info))
+export const runBinary = (conn: PeerConnection, info: BinaryInfo, label: SessionLabel) =>
+  Effect.flatten(setUpBinary(conn, info, label))

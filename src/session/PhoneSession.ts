@@ -5,6 +5,7 @@
  * registration is a scoped resource whose release sends the close notice (when owed) and leaves
  * the registry. Runs in the connection's scope.
  */
+import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Metric from "effect/Metric"
@@ -20,6 +21,7 @@ import * as Log from "../observability/Log.ts"
 import * as Metrics from "../observability/Metrics.ts"
 import type { PhoneHandle } from "../registry/Handles.ts"
 import { Registry, type RegistryShape } from "../registry/Registry.ts"
+import { failSession, type SessionLabel } from "./SessionFailure.ts"
 
 export interface PhoneInfo {
   readonly serverId: string
@@ -57,6 +59,7 @@ const sendCloseNotice = (registry: RegistryShape, phone: PhoneHandle) =>
 /**
  * After the forwarder ended: a typed failure closes the phone with its code, counts its drops and
  * waits for the socket to be gone. A forwarder that ended normally saw its socket close already.
+ * A defect ends the session with it (`Session.run` closes the phone and reports it).
  */
 const forwardingEnded = (
   conn: PeerConnection,
@@ -65,6 +68,7 @@ const forwardingEnded = (
 ): Effect.Effect<void> =>
   Effect.suspend(() => {
     if (Exit.isSuccess(forwarded)) return Effect.void
+    if (Cause.hasDies(forwarded.cause)) return Effect.die(Cause.squash(forwarded.cause))
     const error = forwarded.cause.reasons.find((r) => r._tag === "Fail")?.error
     if (error === undefined) return Effect.asVoid(conn.closed)
     const [close, reason] = failureOutcome(error)
@@ -82,15 +86,24 @@ const forwardingEnded = (
  * costs a fresh prototype each).
  */
 const setUpPhone = Effect.fnUntraced(
-  function*(conn: PeerConnection, info: PhoneInfo) {
+  function*(conn: PeerConnection, info: PhoneInfo, label: SessionLabel) {
     const registry = yield* Registry
     const config = yield* RelayConfig
     const ledger = yield* Ledger
     const watcher = yield* ConnectionWatcher
-    const outbox = Outbox.make({ conn, budget: config.phoneOutboxBytes, ledger, scope: yield* Effect.scope })
+    const outbox = Outbox.make({
+      conn,
+      budget: config.phoneOutboxBytes,
+      ledger,
+      scope: yield* Effect.scope,
+      // The writer runs beside the forwarder: its defect must end the phone, which then leaves
+      // (its forwarder sees the socket close) as on any disconnect.
+      onWriterDefect: failSession(conn, label, "outbox writer died")
+    })
 
     // The registration is a resource: registering and arming its release (close notice, then
-    // unregister) happen as one step, so an interruption can never leak a registered phone.
+    // unregister) happen as one step, so an interruption can never leak a registered phone. The
+    // phone leaves the registry even if its close notice dies.
     const registered = yield* Effect.exit(Effect.acquireRelease(
       registry.registerPhone(info.serverId, (connId, servedBy) => ({
         connId,
@@ -102,7 +115,7 @@ const setUpPhone = Effect.fnUntraced(
         envelopePrefix: envelopePrefix(connId),
         closedByBinary: false
       })),
-      (phone) => Effect.andThen(sendCloseNotice(registry, phone), registry.unregisterPhone(phone))
+      (phone) => Effect.ensuring(sendCloseNotice(registry, phone), registry.unregisterPhone(phone))
     ))
     if (Exit.isFailure(registered)) {
       const error = registered.cause.reasons.find((r) => r._tag === "Fail")?.error
@@ -117,6 +130,7 @@ const setUpPhone = Effect.fnUntraced(
       return conn.closed
     }
     const phone = registered.value
+    label.connId = phone.connId
     yield* Metric.update(Metrics.upgradeAttempts.client.accept, 1)
 
     const fields = { server_id: info.serverId, conn_id: phone.connId }
@@ -136,4 +150,5 @@ const phoneWriteStalled = Effect.fnUntraced(function*(conn: PeerConnection, outb
   yield* conn.terminate
 })
 
-export const runPhone = (conn: PeerConnection, info: PhoneInfo) => Effect.flatten(setUpPhone(conn, info))
+export const runPhone = (conn: PeerConnection, info: PhoneInfo, label: SessionLabel) =>
+  Effect.flatten(setUpPhone(conn, info, label))
