@@ -63,6 +63,8 @@ export interface Outbox {
   readonly run: Effect.Effect<void>
   /** Bytes counted against this phone's budget (queued + in flight). */
   readonly usedBytes: () => number
+  /** Whether the forked writer died with a defect (it closed the phone 1011 `internal error`). */
+  readonly writerDied: () => boolean
 }
 
 /**
@@ -92,23 +94,16 @@ class PhoneOutbox implements Outbox {
   private failed = false
   private writing = false
   private readonly scope: Scope.Scope
-  /** What ends the phone when the writer dies with a defect (its session would not see it otherwise). */
-  private readonly onWriterDefect: Effect.Effect<void>
+  /** Set when the forked writer died with a defect (its session reports it). */
+  private died = false
   /** The context (metric registry) counting happens in; set by the first flush or writer. */
   private context: Context.Context<never> | undefined
 
-  constructor(
-    conn: PeerConnection,
-    budget: number,
-    ledger: BufferLedger,
-    scope: Scope.Scope,
-    onWriterDefect: Effect.Effect<void>
-  ) {
+  constructor(conn: PeerConnection, budget: number, ledger: BufferLedger, scope: Scope.Scope) {
     this.conn = conn
     this.budget = budget
     this.ledger = ledger
     this.scope = scope
-    this.onWriterDefect = onWriterDefect
   }
 
   stop(reason: StopReason): number {
@@ -205,13 +200,22 @@ class PhoneOutbox implements Outbox {
     return Effect.suspend(() => (this.writing ? Effect.void : Effect.asVoid(Effect.forkIn(this.supervisedRun, this.scope))))
   }
 
-  /** The forked writer: a defect drops what is pending (counted) and ends the phone, never silently. */
+  /**
+   * The forked writer. Nothing waits on it, so a defect must end the phone here or nobody would:
+   * what is pending is dropped (counted) and the phone closed 1011 `internal error`; its forwarder
+   * then sees the socket close and the session ends as on any disconnect (and reports it).
+   */
   private get supervisedRun(): Effect.Effect<void> {
     return Effect.catchDefect(this.run, () =>
       Effect.suspend(() => {
+        this.died = true
         this.dropAll()
-        return this.onWriterDefect
+        return this.conn.close(CloseCodes.InternalError)
       }))
+  }
+
+  writerDied(): boolean {
+    return this.died
   }
 
   usedBytes(): number {
@@ -337,13 +341,4 @@ export const make = (options: {
   readonly ledger: BufferLedger
   /** The phone's scope: the writer runs in it, so it ends with the phone's session at the latest. */
   readonly scope: Scope.Scope
-  /** Run when the forked writer dies with a defect; by default the phone is closed 1011 `internal error`. */
-  readonly onWriterDefect?: Effect.Effect<void>
-}): Outbox =>
-  new PhoneOutbox(
-    options.conn,
-    options.budget,
-    options.ledger,
-    options.scope,
-    options.onWriterDefect ?? options.conn.close(CloseCodes.InternalError)
-  )
+}): Outbox => new PhoneOutbox(options.conn, options.budget, options.ledger, options.scope)

@@ -223,17 +223,11 @@ const make = Effect.gen(function*() {
   /**
    * One connection's session, in its own scope (the socket's close timer, the claim or
    * registration). The session closes its socket however it ends (1011 `internal error` on a
-   * defect) and waits until it is gone; should anything still hold it open after that (a defect
-   * before the connection was set up), it is destroyed: no socket outlives its session, and the
-   * drain, which sees only running sessions, never misses one.
+   * defect) and waits until it is gone, so no socket outlives its session and the drain, which
+   * sees only running sessions, never misses one.
    */
   const session = (start: Session.SessionStart, ws: WebSocket): Effect.Effect<void, never, Session.SessionServices> =>
-    Effect.ensuring(
-      Session.run(start, makeWsConnection(ws, { closeTimeout: config.closeTimeout, ledger })),
-      Effect.sync(() => {
-        if (ws.readyState !== ws.CLOSED) ws.terminate()
-      })
-    )
+    Session.run(start, makeWsConnection(ws, { closeTimeout: config.closeTimeout, ledger }))
 
   const requests = Scope.forkUnsafe(yield* Effect.scope, "parallel")
   const onRequest = yield* NodeHttpServer.makeHandler(app, { scope: requests })

@@ -348,7 +348,14 @@ export const makeWsConnection = (
   Effect.flatMap(Effect.scope, (scope) =>
     Clock.clockWith((clock) =>
       Effect.sync((): PeerConnection => {
-        const conn = new WsConnection(ws, clock, options.ledger, scope, options.closeTimeout)
+        let conn: WsConnection
+        try {
+          conn = new WsConnection(ws, clock, options.ledger, scope, options.closeTimeout)
+        } catch (defect) {
+          // A socket the adapter cannot wrap would have no owner: destroyed (the session reports it).
+          ws.terminate()
+          throw defect
+        }
         conn.closedBeforeSetUp()
         return conn
       })

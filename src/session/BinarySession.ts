@@ -5,7 +5,9 @@
  * envelopes until the socket is gone. The claim is a scoped resource whose release puts the slot
  * into grace if this connection still holds it.
  */
+import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import type * as Exit from "effect/Exit"
 import * as Metric from "effect/Metric"
 import type { PeerConnection } from "../connection/PeerConnection.ts"
 import { RelayConfig } from "../config/RelayConfig.ts"
@@ -17,9 +19,9 @@ import { ConnectionWatcher, watchOptions } from "../liveness/ConnectionWatcher.t
 import * as Log from "../observability/Log.ts"
 import * as Metrics from "../observability/Metrics.ts"
 import type { BinaryHandle } from "../registry/Handles.ts"
-import { Registry } from "../registry/Registry.ts"
+import { Registry, type RegistryShape } from "../registry/Registry.ts"
 import { Lifecycle } from "./Lifecycle.ts"
-import type { SessionLabel } from "./SessionFailure.ts"
+import { endConnection, guardTeardown, type SessionLabel } from "./SessionEnd.ts"
 
 export interface BinaryInfo {
   readonly serverId: string
@@ -35,52 +37,58 @@ type ProbeAnswer = "alive" | "dead" | "draining" | "gone"
  * The conflict probe (SPEC §3.3), interruptible and raced against the drain and against the
  * newcomer leaving: a newcomer that is gone stops waiting at once.
  */
-const probeIncumbent = (newcomer: PeerConnection, incumbent: BinaryHandle): Effect.Effect<ProbeAnswer, never, RelayConfig | Lifecycle> =>
-  Effect.gen(function*() {
-    const config = yield* RelayConfig
-    const lifecycle = yield* Lifecycle
-    return yield* Effect.raceFirst(
-      Effect.raceFirst(
-        Effect.map(probe(incumbent.conn, config.probeTimeout), (alive): ProbeAnswer => (alive ? "alive" : "dead")),
-        Effect.as(lifecycle.draining, "draining" as const)
-      ),
-      Effect.as(newcomer.closed, "gone" as const)
-    )
-  })
+const probeIncumbent = Effect.fnUntraced(function*(newcomer: PeerConnection, incumbent: BinaryHandle) {
+  const config = yield* RelayConfig
+  const lifecycle = yield* Lifecycle
+  return yield* Effect.raceFirst(
+    Effect.raceFirst(
+      Effect.map(probe(incumbent.conn, config.probeTimeout), (alive): ProbeAnswer => (alive ? "alive" : "dead")),
+      Effect.as(lifecycle.draining, "draining" as const)
+    ),
+    Effect.as(newcomer.closed, "gone" as const)
+  )
+})
+
+/** The holder's release: its connection is finished first (the grace starts once it is gone). */
+const leaveSlot = (
+  registry: RegistryShape,
+  binary: BinaryHandle,
+  label: SessionLabel,
+  exit: Exit.Exit<unknown, unknown>,
+  closeTimeout: Duration.Duration
+): Effect.Effect<void> =>
+  guardTeardown(
+    label,
+    Effect.ensuring(endConnection(binary.conn, label, exit, closeTimeout), registry.release(binary))
+  )
 
 /**
- * Claims the slot, probing a live incumbent first (SPEC §3.2, §3.3). Holding the slot and arming
- * its release (grace if this connection still holds it) happen in one step, for a first claim or
- * reclaim as for a takeover, so an interruption never leaves a held slot without a release. The
- * probe runs between those steps, interruptible; the takeover checks in its own step that the
- * newcomer is still open.
+ * A live incumbent holds the slot (SPEC §3.3): probe it, then keep it (the newcomer is rejected)
+ * or take over. The probe is interruptible and runs outside any acquisition; the takeover holds
+ * the slot and arms its release in one step, and checks in that same step that the newcomer is
+ * still open, so a newcomer that left during the probe never takes the slot.
  */
-const claimSlot = (binary: BinaryHandle) =>
-  Effect.gen(function*() {
-    const registry = yield* Registry
-    const claim = yield* Effect.acquireRelease(
-      registry.claim(binary),
-      (claim) => (claim._tag === "Claimed" || claim._tag === "Reclaimed" ? registry.release(binary) : Effect.void)
-    )
-    if (claim._tag === "Gone") return "gone" satisfies ClaimOutcome
-    if (claim._tag !== "Conflict") return "holder" satisfies ClaimOutcome
-    yield* Log.info("server id conflict", { server_id: binary.serverId, binary_conn_id: binary.connId })
-    const answer = yield* probeIncumbent(binary.conn, claim.incumbent)
-    if (answer === "alive") return "rejected" satisfies ClaimOutcome
-    if (answer !== "dead") return answer satisfies ClaimOutcome
-    const takeover = yield* Effect.acquireRelease(
-      registry.takeover(binary, claim.incumbent),
-      (result) => (result === "TookOver" ? registry.release(binary) : Effect.void)
-    )
-    return (takeover === "TookOver" ? "holder" : takeover === "Gone" ? "gone" : "rejected") satisfies ClaimOutcome
-  })
+const resolveConflict = Effect.fnUntraced(function*(binary: BinaryHandle, incumbent: BinaryHandle, label: SessionLabel) {
+  const registry = yield* Registry
+  const config = yield* RelayConfig
+  yield* Log.info("server id conflict", { server_id: binary.serverId, binary_conn_id: binary.connId })
+  const answer = yield* probeIncumbent(binary.conn, incumbent)
+  if (answer === "alive") return "rejected" satisfies ClaimOutcome
+  if (answer !== "dead") return answer satisfies ClaimOutcome
+  const takeover = yield* Effect.acquireRelease(
+    registry.takeover(binary, incumbent),
+    (result, exit) =>
+      result === "TookOver" ? leaveSlot(registry, binary, label, exit, config.closeTimeout) : Effect.void
+  )
+  return (takeover === "TookOver" ? "holder" : takeover === "Gone" ? "gone" : "rejected") satisfies ClaimOutcome
+})
 
 /**
- * Claims the slot and arms the watch; returns what runs for the rest of the binary's life (the
- * forwarder, which ends with the socket), so no generator frame stays suspended for
+ * Claims the slot (SPEC §3.2) and arms the watch; returns what runs for the rest of the binary's
+ * life (the forwarder, which ends with the socket), so no generator frame stays suspended for
  * the connection's whole life. One generator function for every binary.
  */
-const setUpBinary = Effect.fnUntraced(
+export const setUpBinary = Effect.fnUntraced(
   function*(conn: PeerConnection, info: BinaryInfo, label: SessionLabel) {
     const registry = yield* Registry
     const config = yield* RelayConfig
@@ -92,7 +100,20 @@ const setUpBinary = Effect.fnUntraced(
       conn
     }
     label.connId = binary.connId
-    const outcome = yield* claimSlot(binary)
+    // The claim is a resource: holding the slot and arming its release (grace if this connection
+    // still holds it) happen in one step, so an interruption never leaves a held slot unreleased.
+    const claim = yield* Effect.acquireRelease(
+      registry.claim(binary),
+      (claim, exit) =>
+        claim._tag === "Claimed" || claim._tag === "Reclaimed"
+          ? leaveSlot(registry, binary, label, exit, config.closeTimeout)
+          : Effect.void
+    )
+    const outcome: ClaimOutcome = claim._tag === "Conflict"
+      ? yield* resolveConflict(binary, claim.incumbent, label)
+      : claim._tag === "Gone"
+      ? "gone"
+      : "holder"
     // A newcomer that left: nobody to answer, nothing counted.
     if (outcome === "gone") return conn.closed
     if (outcome !== "holder") {
@@ -115,6 +136,3 @@ const setUpBinary = Effect.fnUntraced(
     return forwardBinary(binary, registry)
   }
 )
-
-export const runBinary = (conn: PeerConnection, info: BinaryInfo, label: SessionLabel) =>
-  Effect.flatten(setUpBinary(conn, info, label))

@@ -6,6 +6,7 @@
  * the registry. Runs in the connection's scope.
  */
 import * as Cause from "effect/Cause"
+import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Metric from "effect/Metric"
@@ -21,7 +22,7 @@ import * as Log from "../observability/Log.ts"
 import * as Metrics from "../observability/Metrics.ts"
 import type { PhoneHandle } from "../registry/Handles.ts"
 import { Registry, type RegistryShape } from "../registry/Registry.ts"
-import { failSession, type SessionLabel } from "./SessionFailure.ts"
+import { endConnection, guardTeardown, reportFailure, type SessionLabel } from "./SessionEnd.ts"
 
 export interface PhoneInfo {
   readonly serverId: string
@@ -57,9 +58,35 @@ const sendCloseNotice = (registry: RegistryShape, phone: PhoneHandle) =>
   })
 
 /**
+ * The phone's release: its connection is finished first (closed and gone, whatever ended the
+ * session), then the close notice, then it leaves the registry — even if something before died.
+ * An outbox writer that died closed the phone itself; its `session failed` line is written here.
+ */
+const leave = (
+  registry: RegistryShape,
+  phone: PhoneHandle,
+  label: SessionLabel,
+  exit: Exit.Exit<unknown, unknown>,
+  closeTimeout: Duration.Duration
+): Effect.Effect<void> =>
+  guardTeardown(
+    label,
+    Effect.ensuring(
+      Effect.andThen(
+        endConnection(phone.conn, label, exit, closeTimeout),
+        Effect.andThen(
+          phone.outbox.writerDied() ? reportFailure(label, "outbox writer died") : Effect.void,
+          sendCloseNotice(registry, phone)
+        )
+      ),
+      registry.unregisterPhone(phone)
+    )
+  )
+
+/**
  * After the forwarder ended: a typed failure closes the phone with its code, counts its drops and
  * waits for the socket to be gone. A forwarder that ended normally saw its socket close already.
- * A defect ends the session with it (`Session.run` closes the phone and reports it).
+ * A defect ends the session with it (its release closes the phone 1011 and reports it).
  */
 const forwardingEnded = (
   conn: PeerConnection,
@@ -85,25 +112,16 @@ const forwardingEnded = (
  * the connection's whole life. One generator function for every phone (`Effect.gen` per call
  * costs a fresh prototype each).
  */
-const setUpPhone = Effect.fnUntraced(
+export const setUpPhone = Effect.fnUntraced(
   function*(conn: PeerConnection, info: PhoneInfo, label: SessionLabel) {
     const registry = yield* Registry
     const config = yield* RelayConfig
     const ledger = yield* Ledger
     const watcher = yield* ConnectionWatcher
-    const outbox = Outbox.make({
-      conn,
-      budget: config.phoneOutboxBytes,
-      ledger,
-      scope: yield* Effect.scope,
-      // The writer runs beside the forwarder: its defect must end the phone, which then leaves
-      // (its forwarder sees the socket close) as on any disconnect.
-      onWriterDefect: failSession(conn, label, "outbox writer died")
-    })
+    const outbox = Outbox.make({ conn, budget: config.phoneOutboxBytes, ledger, scope: yield* Effect.scope })
 
     // The registration is a resource: registering and arming its release (close notice, then
-    // unregister) happen as one step, so an interruption can never leak a registered phone. The
-    // phone leaves the registry even if its close notice dies.
+    // unregister) happen as one step, so an interruption can never leak a registered phone.
     const registered = yield* Effect.exit(Effect.acquireRelease(
       registry.registerPhone(info.serverId, (connId, servedBy) => ({
         connId,
@@ -115,7 +133,7 @@ const setUpPhone = Effect.fnUntraced(
         envelopePrefix: envelopePrefix(connId),
         closedByBinary: false
       })),
-      (phone) => Effect.ensuring(sendCloseNotice(registry, phone), registry.unregisterPhone(phone))
+      (phone, exit) => leave(registry, phone, label, exit, config.closeTimeout)
     ))
     if (Exit.isFailure(registered)) {
       const error = registered.cause.reasons.find((r) => r._tag === "Fail")?.error
@@ -149,6 +167,3 @@ const phoneWriteStalled = Effect.fnUntraced(function*(conn: PeerConnection, outb
   yield* conn.close(CloseCodes.PhoneWriteFailed)
   yield* conn.terminate
 })
-
-export const runPhone = (conn: PeerConnection, info: PhoneInfo, label: SessionLabel) =>
-  Effect.flatten(setUpPhone(conn, info, label))

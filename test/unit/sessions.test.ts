@@ -119,6 +119,31 @@ describe("a session that dies with a defect", () => {
       })
     ))
 
+  it.effect("a binary that never answers the 1011 is destroyed after the close timeout, and only then goes to grace", () =>
+    withCore((lines) =>
+      Effect.gen(function*() {
+        const registry = yield* Registry
+        const binary = yield* makeFakeConnection({ answersClose: false })
+        yield* binarySession(binary)
+        yield* settle
+        const phone = yield* makeFakeConnection({ writes: "throw" })
+        yield* phoneSession(phone)
+        yield* settle
+
+        binary.push(envelope(lastConnId(lines), SECRET))
+        yield* settle
+        assert.deepStrictEqual(binary.closeCalls, [INTERNAL_ERROR])
+        assert.isFalse(binary.terminated())
+        assert.deepStrictEqual(yield* registry.counts, { binaries: 1, phones: 1 })
+        yield* TestClock.adjust("4999 millis") // the close timeout is 5 s
+        assert.isFalse(binary.terminated())
+        yield* TestClock.adjust("1 millis")
+        assert.isTrue(binary.terminated())
+        assert.deepStrictEqual(yield* registry.counts, { binaries: 0, phones: 1 })
+        assert.strictEqual(failures(lines).length, 1)
+      })
+    ))
+
   it.effect("phone forwarder: the phone is closed 1011 internal error, one line, and it leaves the registry; its binary stays", () =>
     withCore((lines) =>
       Effect.gen(function*() {
@@ -288,6 +313,27 @@ describe("conflict probe: a newcomer that leaves during the probe", () => {
         yield* TestClock.adjust("30 seconds")
         assert.deepStrictEqual(phone.closeCalls, [{ code: 1000, reason: "" }])
         assert.strictEqual(yield* count(Metrics.graceExpiries), 1)
+      })
+    ))
+
+  it.effect("the probe is interruptible: a newcomer interrupted during it (the relay stopping) is closed 1001 at once", () =>
+    withCore(() =>
+      Effect.gen(function*() {
+        const registry = yield* Registry
+        const incumbent = yield* makeFakeConnection({ answersPings: false })
+        yield* binarySession(incumbent)
+        yield* settle
+        const newcomer = yield* makeFakeConnection()
+        const newcomerFiber = yield* binarySession(newcomer)
+        yield* settle
+
+        yield* Fiber.interrupt(newcomerFiber) // returns only once the session ended: no clock time passes
+
+        assert.deepStrictEqual(newcomer.closeCalls, [{ code: 1001, reason: "shutting down" }])
+        assert.strictEqual(registry.binaryFor("s")?.conn, incumbent)
+        assert.strictEqual(incumbent.closeCalls.length, 0)
+        assert.strictEqual(yield* count(Metrics.takeovers), 0)
+        assert.strictEqual(yield* count(Metrics.upgradeAttempts.server.reject_409), 0)
       })
     ))
 
