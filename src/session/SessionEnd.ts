@@ -10,8 +10,9 @@
  * The `session failed` line carries the connection's ids and a fixed description of where it
  * died, never the defect itself, whose message may quote a frame (SPEC §2.6).
  *
- * This runs in the connection scope's finalizers, so it cannot lean on fibers forked into that
- * scope (a closing scope starts none): its close timeout is its own.
+ * It runs in a failed setup's exit handler or in the connection scope's finalizers; there it
+ * cannot lean on fibers forked into that scope (a closing scope starts none), so its close
+ * timeout is its own.
  */
 import * as Cause from "effect/Cause"
 import type * as Duration from "effect/Duration"
