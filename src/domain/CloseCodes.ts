@@ -14,6 +14,8 @@ export const PhoneBacklogFull = close(1011, "phone backlog full")
 export const PhoneWriteFailed = close(1011, "phone write failed")
 /** Ours: a phone frame the binary's bounded write buffer could not accept (SPEC §4.4). */
 export const BinaryBacklogFull = close(1011, "binary backlog full")
+/** Ours: a defect (a bug) ended the session; the relay stays up (docs/decisions.md). */
+export const InternalError = close(1011, "internal error")
 export const NoServer = close(4404, "no server with that id")
 export const Reclaimed = close(4404, "binary reclaimed server-id")
 export const AlreadyClaimed = close(4409, "server-id already claimed")

@@ -63,6 +63,8 @@ export interface Outbox {
   readonly run: Effect.Effect<void>
   /** Bytes counted against this phone's budget (queued + in flight). */
   readonly usedBytes: () => number
+  /** Whether the forked writer died with a defect (it closed the phone 1011 `internal error`). */
+  readonly writerDied: () => boolean
 }
 
 /**
@@ -92,6 +94,8 @@ class PhoneOutbox implements Outbox {
   private failed = false
   private writing = false
   private readonly scope: Scope.Scope
+  /** Set when the forked writer died with a defect (its session reports it). */
+  private died = false
   /** The context (metric registry) counting happens in; set by the first flush or writer. */
   private context: Context.Context<never> | undefined
 
@@ -193,7 +197,25 @@ class PhoneOutbox implements Outbox {
   }
 
   get startWriter(): Effect.Effect<void> {
-    return Effect.suspend(() => (this.writing ? Effect.void : Effect.asVoid(Effect.forkIn(this.run, this.scope))))
+    return Effect.suspend(() => (this.writing ? Effect.void : Effect.asVoid(Effect.forkIn(this.supervisedRun, this.scope))))
+  }
+
+  /**
+   * The forked writer. Nothing waits on it, so a defect must end the phone here or nobody would:
+   * what is pending is dropped (counted) and the phone closed 1011 `internal error`; its forwarder
+   * then sees the socket close and the session ends as on any disconnect (and reports it).
+   */
+  private get supervisedRun(): Effect.Effect<void> {
+    return Effect.catchDefect(this.run, () =>
+      Effect.suspend(() => {
+        this.died = true
+        this.dropAll()
+        return this.conn.close(CloseCodes.InternalError)
+      }))
+  }
+
+  writerDied(): boolean {
+    return this.died
   }
 
   usedBytes(): number {

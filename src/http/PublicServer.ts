@@ -36,9 +36,8 @@ import * as Log from "../observability/Log.ts"
 import * as Metrics from "../observability/Metrics.ts"
 import { limited, makePeerWarnings } from "../observability/PeerWarnings.ts"
 import { Registry } from "../registry/Registry.ts"
-import { type BinaryInfo, runBinary } from "../session/BinarySession.ts"
 import { Lifecycle } from "../session/Lifecycle.ts"
-import { type PhoneInfo, runPhone } from "../session/PhoneSession.ts"
+import * as Session from "../session/Session.ts"
 import { clientIp } from "../limits/ClientIp.ts"
 import { ConnectionCaps } from "../limits/ConnectionCaps.ts"
 import { RateLimiter } from "../limits/RateLimiter.ts"
@@ -84,21 +83,13 @@ const ignoreError = (): void => {}
 /** An admission that holds a slot. */
 type Held = { readonly release: () => void }
 
-/** What a connection's session needs from the relay's context. */
-type SessionServices = RelayConfig | Registry | Ledger | Lifecycle | ConnectionWatcher
-
 /** A rejected upgrade: answered at once, nothing left to run. */
 const rejected = (socket: Stream.Duplex, status: number): Effect.Effect<void> => {
   rejectUpgrade(socket, status)
   return Effect.void
 }
 
-/** The header values a session keeps (the gate has checked the required ones are there). */
-type SessionStart =
-  | { readonly endpoint: "server"; readonly info: BinaryInfo }
-  | { readonly endpoint: "client"; readonly info: PhoneInfo }
-
-const sessionStart = (endpoint: Endpoint, headers: Http.IncomingHttpHeaders): SessionStart => {
+const sessionStart = (endpoint: Endpoint, headers: Http.IncomingHttpHeaders): Session.SessionStart => {
   const serverId = headerValue(headers, "x-pyrycode-server")!
   return endpoint === "server"
     ? { endpoint, info: { serverId, version: headerValue(headers, "x-pyrycode-version")! } }
@@ -134,7 +125,7 @@ const make = Effect.gen(function*() {
   /** Every upgraded socket, so the drain deadline can destroy the stragglers. */
   const sockets = new Set<WebSocket>()
   const sessions = yield* FiberSet.make<void>()
-  const runSession = yield* FiberSet.runtime(sessions)<SessionServices>()
+  const runSession = yield* FiberSet.runtime(sessions)<Session.SessionServices>()
 
   const app = Effect.gen(function*() {
     const request = yield* HttpServerRequest.HttpServerRequest
@@ -166,6 +157,8 @@ const make = Effect.gen(function*() {
 
   const upgrade = (req: Http.IncomingMessage, socket: Stream.Duplex, head: Buffer) =>
     Effect.callback<WebSocket | undefined>((resume) => {
+      // Gone while the gate ran: its `close` was emitted already and `ws` would never call back.
+      if (socket.destroyed) return resume(Effect.succeed(undefined))
       // A refused handshake (bad key, version, method) never calls back: the socket closes instead.
       const onClose = () => resume(Effect.succeed(undefined))
       socket.once("close", onClose)
@@ -244,13 +237,14 @@ const make = Effect.gen(function*() {
     }
   )
 
-  /** One connection's session, in its own scope (the socket's close timer, the claim or registration). */
-  const session = (start: SessionStart, ws: WebSocket): Effect.Effect<void, never, SessionServices> =>
-    Effect.scoped(Effect.flatMap(
-      makeWsConnection(ws, { closeTimeout: config.closeTimeout, ledger }),
-      (conn): Effect.Effect<void, never, SessionServices | Scope.Scope> =>
-        start.endpoint === "server" ? runBinary(conn, start.info) : runPhone(conn, start.info)
-    ))
+  /**
+   * One connection's session, in its own scope (the socket's close timer, the claim or
+   * registration). The session closes its socket however it ends (1011 `internal error` on a
+   * defect) and waits until it is gone, so no socket outlives its session and the drain, which
+   * sees only running sessions, never misses one.
+   */
+  const session = (start: Session.SessionStart, ws: WebSocket): Effect.Effect<void, never, Session.SessionServices> =>
+    Session.run(start, makeWsConnection(ws, { closeTimeout: config.closeTimeout, ledger }))
 
   const requests = Scope.forkUnsafe(yield* Effect.scope, "parallel")
   const onRequest = yield* NodeHttpServer.makeHandler(app, { scope: requests })

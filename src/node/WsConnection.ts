@@ -269,6 +269,17 @@ class WsConnection implements PeerConnection {
     return this.pongCount
   }
 
+  /**
+   * The socket closed before this connection attached its listeners (between the upgrade's
+   * callback and the session's setup): its `close` was emitted to nobody, so it is taken from
+   * the socket's state now, or the session would wait for it forever.
+   */
+  closedBeforeSetUp(): void {
+    if (this.ws.readyState === WebSocket.CLOSED) {
+      this.onClose((this.ws as unknown as { _closeCode: number })._closeCode)
+    }
+  }
+
   private onClose(code: number): void {
     this.gone = true
     this.failWrites()
@@ -329,5 +340,16 @@ export const makeWsConnection = (
 ): Effect.Effect<PeerConnection, never, Scope.Scope> =>
   Effect.flatMap(Effect.scope, (scope) =>
     Clock.clockWith((clock) =>
-      Effect.succeed<PeerConnection>(new WsConnection(ws, clock, options.ledger, scope, options.closeTimeout))
+      Effect.sync((): PeerConnection => {
+        let conn: WsConnection
+        try {
+          conn = new WsConnection(ws, clock, options.ledger, scope, options.closeTimeout)
+        } catch (defect) {
+          // A socket the adapter cannot wrap would have no owner: destroyed (the session reports it).
+          ws.terminate()
+          throw defect
+        }
+        conn.closedBeforeSetUp()
+        return conn
+      })
     ))

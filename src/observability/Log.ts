@@ -28,6 +28,7 @@ export type LogEvent =
   | "connection cap reached"
   | "heartbeat timeout"
   | "write stalled"
+  | "session failed"
   | "relay started"
   | "shutdown started"
   | "shutdown complete"

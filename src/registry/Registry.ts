@@ -27,6 +27,14 @@ export type ClaimResult =
   | { readonly _tag: "Reclaimed" }
   /** A live binary holds the slot: probe it (SPEC §3.3) before answering. */
   | { readonly _tag: "Conflict"; readonly incumbent: BinaryHandle }
+  /** The claiming binary's socket is no longer open: it takes nothing (nothing changed). */
+  | { readonly _tag: "Gone" }
+
+/**
+ * `TookOver`: the newcomer holds the slot. `Superseded`: the incumbent no longer holds it (another
+ * claim won meanwhile). `Gone`: the newcomer's socket is no longer open; nothing changed.
+ */
+export type TakeoverResult = "TookOver" | "Superseded" | "Gone"
 
 export interface Counts {
   /** Held slots not in grace. */
@@ -36,14 +44,17 @@ export interface Counts {
 }
 
 export interface RegistryShape {
-  /** First claim wins; a claim on a slot in grace reclaims it (evicting its phones 4404). */
+  /**
+   * First claim wins; a claim on a slot in grace reclaims it (evicting its phones 4404). A binary
+   * whose socket is already gone claims nothing.
+   */
   readonly claim: (binary: BinaryHandle) => Effect.Effect<ClaimResult>
   /**
-   * Replaces `incumbent` by `binary` if `incumbent` still holds the slot (identity): cancels any
-   * grace, evicts the phones 4404, closes the incumbent 1011 `heartbeat timeout`. `false` when
-   * someone else won meanwhile.
+   * Replaces `incumbent` by `binary` if `incumbent` still holds the slot (identity) and `binary`'s
+   * socket is still open, checked in the same step as the install: cancels any grace, evicts the
+   * phones 4404, closes the incumbent 1011 `heartbeat timeout`.
    */
-  readonly takeover: (binary: BinaryHandle, incumbent: BinaryHandle) => Effect.Effect<boolean>
+  readonly takeover: (binary: BinaryHandle, incumbent: BinaryHandle) => Effect.Effect<TakeoverResult>
   /** The binary's connection ended: if it still holds its slot, the slot enters grace. */
   readonly release: (binary: BinaryHandle) => Effect.Effect<void>
   /** Registers a phone; `make` builds its handle once the checks pass and its conn_id is issued. */
@@ -89,6 +100,8 @@ export class Registry extends Context.Service<Registry, RegistryShape>()("pyryco
     })
   )
 }
+
+const GONE: ClaimResult = { _tag: "Gone" }
 
 const evict = (phones: Iterable<PhoneHandle>, close: CloseCodes.CloseCode): Effect.Effect<void> =>
   Effect.forEach(
@@ -159,6 +172,8 @@ export const makeRegistry = (options: {
 
     const claim = (binary: BinaryHandle): Effect.Effect<ClaimResult> =>
       Effect.suspend((): Effect.Effect<ClaimResult> => {
+        // A binary that left before its claim ran must not take (nor reclaim, evicting phones) anything.
+        if (!binary.conn.isOpen()) return Effect.succeed(GONE)
         const slot = slots.get(binary.serverId)
         const fields = { server_id: binary.serverId, binary_conn_id: binary.connId, binary_version: binary.version }
         if (slot === undefined) {
@@ -183,10 +198,13 @@ export const makeRegistry = (options: {
         return Effect.succeed({ _tag: "Conflict", incumbent: slot.binary } as const)
       })
 
-    const takeover = (binary: BinaryHandle, incumbent: BinaryHandle): Effect.Effect<boolean> =>
-      Effect.suspend(() => {
+    const takeover = (binary: BinaryHandle, incumbent: BinaryHandle): Effect.Effect<TakeoverResult> =>
+      Effect.suspend((): Effect.Effect<TakeoverResult> => {
+        // Checked in the same synchronous step as the install: a newcomer that left during the
+        // probe never takes the slot, never evicts the incumbent's phones.
+        if (!binary.conn.isOpen()) return Effect.succeed("Gone")
         const slot = slots.get(binary.serverId)
-        if (slot === undefined || slot.binary !== incumbent) return Effect.succeed(false)
+        if (slot === undefined || slot.binary !== incumbent) return Effect.succeed("Superseded")
         cancelGrace(slot)
         slot.binary = binary
         const phones = takePhones(slot)
@@ -202,7 +220,7 @@ export const makeRegistry = (options: {
             binary_conn_id: binary.connId,
             binary_version: binary.version
           })
-          return true
+          return "TookOver" as const
         })
       })
 

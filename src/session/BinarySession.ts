@@ -1,10 +1,13 @@
 /**
  * One binary's whole life after its upgrade (SPEC §1.2, §3): claim the server-id — first claim
  * wins, a slot in grace is reclaimed, a live incumbent is probed and either kept (newcomer 4409)
- * or taken over — then forward its envelopes until the socket is gone. The claim is a scoped
- * resource whose release puts the slot into grace if this connection still holds it.
+ * or taken over; a newcomer that leaves during the probe takes nothing — then forward its
+ * envelopes until the socket is gone. The claim is a scoped resource whose release puts the slot
+ * into grace if this connection still holds it.
  */
+import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import type * as Exit from "effect/Exit"
 import * as Metric from "effect/Metric"
 import type { PeerConnection } from "../connection/PeerConnection.ts"
 import { RelayConfig } from "../config/RelayConfig.ts"
@@ -16,42 +19,77 @@ import { ConnectionWatcher, watchOptions } from "../liveness/ConnectionWatcher.t
 import * as Log from "../observability/Log.ts"
 import * as Metrics from "../observability/Metrics.ts"
 import type { BinaryHandle } from "../registry/Handles.ts"
-import { Registry } from "../registry/Registry.ts"
+import { Registry, type RegistryShape } from "../registry/Registry.ts"
 import { Lifecycle } from "./Lifecycle.ts"
+import { endConnection, guardTeardown, type SessionLabel } from "./SessionEnd.ts"
 
 export interface BinaryInfo {
   readonly serverId: string
   readonly version: string
 }
 
-type ClaimOutcome = "holder" | "rejected" | "draining"
+/** `gone`: the newcomer left before it could hold the slot (nothing to answer, nothing counted). */
+type ClaimOutcome = "holder" | "rejected" | "draining" | "gone"
 
-/** Claims the slot, probing a live incumbent first (SPEC §3.2, §3.3). */
-const claimSlot = (binary: BinaryHandle) =>
-  Effect.gen(function*() {
-    const registry = yield* Registry
-    const config = yield* RelayConfig
-    const lifecycle = yield* Lifecycle
-    const claim = yield* registry.claim(binary)
-    if (claim._tag !== "Conflict") return "holder" satisfies ClaimOutcome
-    yield* Log.info("server id conflict", { server_id: binary.serverId, binary_conn_id: binary.connId })
-    const answer = yield* Effect.raceFirst(
-      Effect.map(probe(claim.incumbent.conn, config.probeTimeout), (alive): "alive" | "dead" => (alive ? "alive" : "dead")),
-      Effect.as(lifecycle.draining, "draining" as const)
-    )
-    if (answer === "draining") return "draining" satisfies ClaimOutcome
-    if (answer === "alive") return "rejected" satisfies ClaimOutcome
-    const won = yield* registry.takeover(binary, claim.incumbent)
-    return (won ? "holder" : "rejected") satisfies ClaimOutcome
-  })
+type ProbeAnswer = "alive" | "dead" | "draining" | "gone"
 
 /**
- * Claims the slot and arms the watch; returns what runs for the rest of the binary's life (the
- * forwarder, which ends with the socket), so no generator frame stays suspended for
+ * The conflict probe (SPEC §3.3), interruptible and raced against the drain and against the
+ * newcomer leaving: a newcomer that is gone stops waiting at once.
+ */
+const probeIncumbent = Effect.fnUntraced(function*(newcomer: PeerConnection, incumbent: BinaryHandle) {
+  const config = yield* RelayConfig
+  const lifecycle = yield* Lifecycle
+  return yield* Effect.raceFirst(
+    Effect.raceFirst(
+      Effect.map(probe(incumbent.conn, config.probeTimeout), (alive): ProbeAnswer => (alive ? "alive" : "dead")),
+      Effect.as(lifecycle.draining, "draining" as const)
+    ),
+    Effect.as(newcomer.closed, "gone" as const)
+  )
+})
+
+/** The holder's release: its connection is finished first (the grace starts once it is gone). */
+const leaveSlot = (
+  registry: RegistryShape,
+  binary: BinaryHandle,
+  label: SessionLabel,
+  exit: Exit.Exit<unknown, unknown>,
+  closeTimeout: Duration.Duration
+): Effect.Effect<void> =>
+  guardTeardown(
+    label,
+    Effect.ensuring(endConnection(binary.conn, label, exit, closeTimeout), registry.release(binary))
+  )
+
+/**
+ * A live incumbent holds the slot (SPEC §3.3): probe it, then keep it (the newcomer is rejected)
+ * or take over. The probe is interruptible and runs outside any acquisition; the takeover holds
+ * the slot and arms its release in one step, and checks in that same step that the newcomer is
+ * still open, so a newcomer that left during the probe never takes the slot.
+ */
+const resolveConflict = Effect.fnUntraced(function*(binary: BinaryHandle, incumbent: BinaryHandle, label: SessionLabel) {
+  const registry = yield* Registry
+  const config = yield* RelayConfig
+  yield* Log.info("server id conflict", { server_id: binary.serverId, binary_conn_id: binary.connId })
+  const answer = yield* probeIncumbent(binary.conn, incumbent)
+  if (answer === "alive") return "rejected" satisfies ClaimOutcome
+  if (answer !== "dead") return answer satisfies ClaimOutcome
+  const takeover = yield* Effect.acquireRelease(
+    registry.takeover(binary, incumbent),
+    (result, exit) =>
+      result === "TookOver" ? leaveSlot(registry, binary, label, exit, config.closeTimeout) : Effect.void
+  )
+  return (takeover === "TookOver" ? "holder" : takeover === "Gone" ? "gone" : "rejected") satisfies ClaimOutcome
+})
+
+/**
+ * Claims the slot (SPEC §3.2) and arms the watch; returns what runs for the rest of the binary's
+ * life (the forwarder, which ends with the socket), so no generator frame stays suspended for
  * the connection's whole life. One generator function for every binary.
  */
-const setUpBinary = Effect.fnUntraced(
-  function*(conn: PeerConnection, info: BinaryInfo) {
+export const setUpBinary = Effect.fnUntraced(
+  function*(conn: PeerConnection, info: BinaryInfo, label: SessionLabel) {
     const registry = yield* Registry
     const config = yield* RelayConfig
     const watcher = yield* ConnectionWatcher
@@ -61,13 +99,23 @@ const setUpBinary = Effect.fnUntraced(
       version: info.version,
       conn
     }
-    // The claim is a resource: holding the slot and arming its release happen as one step, so an
-    // interruption can never leave a claimed slot without a release (the probe inside races the
-    // drain, so this never holds a shutdown up).
-    const outcome = yield* Effect.acquireRelease(
-      claimSlot(binary),
-      (outcome) => (outcome === "holder" ? registry.release(binary) : Effect.void)
+    label.connId = binary.connId
+    // The claim is a resource: holding the slot and arming its release (grace if this connection
+    // still holds it) happen in one step, so an interruption never leaves a held slot unreleased.
+    const claim = yield* Effect.acquireRelease(
+      registry.claim(binary),
+      (claim, exit) =>
+        claim._tag === "Claimed" || claim._tag === "Reclaimed"
+          ? leaveSlot(registry, binary, label, exit, config.closeTimeout)
+          : Effect.void
     )
+    const outcome: ClaimOutcome = claim._tag === "Conflict"
+      ? yield* resolveConflict(binary, claim.incumbent, label)
+      : claim._tag === "Gone"
+      ? "gone"
+      : "holder"
+    // A newcomer that left: nobody to answer, nothing counted.
+    if (outcome === "gone") return conn.closed
     if (outcome !== "holder") {
       if (outcome === "rejected") {
         yield* Metric.update(Metrics.upgradeAttempts.server.reject_409, 1)
@@ -88,5 +136,3 @@ const setUpBinary = Effect.fnUntraced(
     return forwardBinary(binary, registry)
   }
 )
-
-export const runBinary = (conn: PeerConnection, info: BinaryInfo) => Effect.flatten(setUpBinary(conn, info))

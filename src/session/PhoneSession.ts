@@ -5,6 +5,8 @@
  * registration is a scoped resource whose release sends the close notice (when owed) and leaves
  * the registry. Runs in the connection's scope.
  */
+import * as Cause from "effect/Cause"
+import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Metric from "effect/Metric"
@@ -20,6 +22,7 @@ import * as Log from "../observability/Log.ts"
 import * as Metrics from "../observability/Metrics.ts"
 import type { PhoneHandle } from "../registry/Handles.ts"
 import { Registry, type RegistryShape } from "../registry/Registry.ts"
+import { endConnection, guardTeardown, reportFailure, type SessionLabel } from "./SessionEnd.ts"
 
 export interface PhoneInfo {
   readonly serverId: string
@@ -55,8 +58,35 @@ const sendCloseNotice = (registry: RegistryShape, phone: PhoneHandle) =>
   })
 
 /**
+ * The phone's release: its connection is finished first (closed and gone, whatever ended the
+ * session), then the close notice, then it leaves the registry — even if something before died.
+ * An outbox writer that died closed the phone itself; its `session failed` line is written here.
+ */
+const leave = (
+  registry: RegistryShape,
+  phone: PhoneHandle,
+  label: SessionLabel,
+  exit: Exit.Exit<unknown, unknown>,
+  closeTimeout: Duration.Duration
+): Effect.Effect<void> =>
+  guardTeardown(
+    label,
+    Effect.ensuring(
+      Effect.andThen(
+        endConnection(phone.conn, label, exit, closeTimeout),
+        Effect.andThen(
+          phone.outbox.writerDied() ? reportFailure(label, "outbox writer died") : Effect.void,
+          sendCloseNotice(registry, phone)
+        )
+      ),
+      registry.unregisterPhone(phone)
+    )
+  )
+
+/**
  * After the forwarder ended: a typed failure closes the phone with its code, counts its drops and
  * waits for the socket to be gone. A forwarder that ended normally saw its socket close already.
+ * A defect ends the session with it (its release closes the phone 1011 and reports it).
  */
 const forwardingEnded = (
   conn: PeerConnection,
@@ -65,6 +95,7 @@ const forwardingEnded = (
 ): Effect.Effect<void> =>
   Effect.suspend(() => {
     if (Exit.isSuccess(forwarded)) return Effect.void
+    if (Cause.hasDies(forwarded.cause)) return Effect.die(Cause.squash(forwarded.cause))
     const error = forwarded.cause.reasons.find((r) => r._tag === "Fail")?.error
     if (error === undefined) return Effect.asVoid(conn.closed)
     const [close, reason] = failureOutcome(error)
@@ -81,8 +112,8 @@ const forwardingEnded = (
  * the connection's whole life. One generator function for every phone (`Effect.gen` per call
  * costs a fresh prototype each).
  */
-const setUpPhone = Effect.fnUntraced(
-  function*(conn: PeerConnection, info: PhoneInfo) {
+export const setUpPhone = Effect.fnUntraced(
+  function*(conn: PeerConnection, info: PhoneInfo, label: SessionLabel) {
     const registry = yield* Registry
     const config = yield* RelayConfig
     const ledger = yield* Ledger
@@ -102,7 +133,7 @@ const setUpPhone = Effect.fnUntraced(
         envelopePrefix: envelopePrefix(connId),
         closedByBinary: false
       })),
-      (phone) => Effect.andThen(sendCloseNotice(registry, phone), registry.unregisterPhone(phone))
+      (phone, exit) => leave(registry, phone, label, exit, config.closeTimeout)
     ))
     if (Exit.isFailure(registered)) {
       const error = registered.cause.reasons.find((r) => r._tag === "Fail")?.error
@@ -117,6 +148,7 @@ const setUpPhone = Effect.fnUntraced(
       return conn.closed
     }
     const phone = registered.value
+    label.connId = phone.connId
     yield* Metric.update(Metrics.upgradeAttempts.client.accept, 1)
 
     const fields = { server_id: info.serverId, conn_id: phone.connId }
@@ -135,5 +167,3 @@ const phoneWriteStalled = Effect.fnUntraced(function*(conn: PeerConnection, outb
   yield* conn.close(CloseCodes.PhoneWriteFailed)
   yield* conn.terminate
 })
-
-export const runPhone = (conn: PeerConnection, info: PhoneInfo) => Effect.flatten(setUpPhone(conn, info))

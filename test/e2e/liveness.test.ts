@@ -20,6 +20,10 @@ afterAll(async () => {
   await relay.stop()
 })
 
+const takeovers = async () => {
+  const text = await (await fetch(relay.metricsUrl)).text()
+  return Number(/^pyrycode_relay_takeovers_total(?:\{[^}]*\})? (\d+)/m.exec(text)?.[1])
+}
 const health = async () => (await (await fetch(`${relay.httpUrl}/healthz`)).json()) as Record<string, number>
 
 describe("conflict probe", () => {
@@ -58,6 +62,25 @@ describe("conflict probe", () => {
     await sleep(300)
     expect(winner.ws.readyState).toBe(winner.ws.OPEN)
     winner.ws.close()
+  })
+
+  it("a newcomer that leaves during the probe never takes over: incumbent and phones untouched, no takeover", async () => {
+    const serverId = sid()
+    const incumbent = await dialBinary(relay.url, serverId, { wsOptions: silent })
+    const phone = await dialPhone(relay.url, serverId)
+    const before = await takeovers()
+    const newcomer = await dialBinary(relay.url, serverId)
+    newcomer.ws.terminate() // gone long before the 500 ms probe timeout
+    await sleep(1200)
+    expect(incumbent.ws.readyState).toBe(incumbent.ws.OPEN)
+    expect(phone.ws.readyState).toBe(phone.ws.OPEN)
+    expect(await takeovers()).toBe(before)
+    // The incumbent still serves its phone.
+    phone.send(`"still here"`)
+    await incumbent.waitFor(1)
+    expect(envelopes(incumbent)[0]!.frame).toBe("still here")
+    phone.ws.close()
+    incumbent.ws.close()
   })
 
   it("a live incumbent answers the probe even while one of its phones has stopped reading", async () => {

@@ -5,7 +5,8 @@
  * captured at construction, so `TestClock` drives `lastProgressAt`.
  *
  * Simplification: a close resolves `closed` at once (the peer answers the close handshake
- * instantly); flush waiters and ping waiters fail with `ConnectionLost`, as in the ws adapter.
+ * instantly) unless `answersClose` is false (then only `terminate` or `peerClose` ends it); flush
+ * waiters and ping waiters fail with `ConnectionLost`, as in the ws adapter.
  */
 import { makeFlushTracker } from "../../src/connection/FlushTracker.ts"
 import type * as Cause from "effect/Cause"
@@ -21,9 +22,10 @@ import { ConnectionLost } from "../../src/domain/Errors.ts"
 
 /**
  * `flush`: every send is flushed at once. `stall`: bytes stay pending until `flush()`.
- * `fail`: `send` returns `false`, as for a socket that is no longer open.
+ * `fail`: `send` returns `false`, as for a socket that is no longer open. `throw`: `send` throws
+ * (a defect in the adapter: what a session must survive without leaking its connection).
  */
-export type WriteMode = "flush" | "stall" | "fail"
+export type WriteMode = "flush" | "stall" | "fail" | "throw"
 
 export interface FakeConnection extends PeerConnection {
   writes: WriteMode
@@ -52,6 +54,8 @@ const byteLength = (text: string): number => Buffer.byteLength(text)
 export const makeFakeConnection = (options: {
   readonly writes?: WriteMode
   readonly answersPings?: boolean
+  /** `false`: a peer that never answers our close frame (the fake has no close timer of its own). */
+  readonly answersClose?: boolean
   /** When given, pending bytes are counted here like the ws adapter does. */
   readonly ledger?: BufferLedger
 } = {}): Effect.Effect<FakeConnection> =>
@@ -124,7 +128,8 @@ export const makeFakeConnection = (options: {
 
       messages: Stream.fromQueue(inbox),
       send: (frames, onFlushed) => {
-        if (gone || fake.writes === "fail") return false
+        if (fake.writes === "throw") throw new Error("send threw (test)")
+        if (gone || closedWith !== undefined || fake.writes === "fail") return false
         if (pending === 0) lastProgressAt = clock.currentTimeMillisUnsafe()
         let bytes = 0
         for (const frame of frames) {
@@ -162,8 +167,9 @@ export const makeFakeConnection = (options: {
         Effect.sync(() => {
           closeCalls.push(close)
           if (gone) return
+          if (closedWith !== undefined) return
           closedWith = close
-          end({ code: close.code, byRelay: true })
+          if (options.answersClose !== false) end({ code: close.code, byRelay: true })
         }),
       terminate: Effect.sync(() => {
         terminated = true
@@ -178,7 +184,7 @@ export const makeFakeConnection = (options: {
         return true
       },
       pongs: () => pongs,
-      isOpen: () => !gone
+      isOpen: () => !gone && closedWith === undefined
     }
     return fake
   })

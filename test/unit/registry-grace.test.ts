@@ -256,7 +256,7 @@ describe("takeover", () => {
       assert.strictEqual(registry.binaryFor("s"), a.handle)
       untouched(phone)
 
-      assert.isTrue(yield* registry.takeover(b.handle, a.handle))
+      assert.strictEqual(yield* registry.takeover(b.handle, a.handle), "TookOver")
       assert.strictEqual(registry.binaryFor("s"), b.handle)
       closedOnceWith(phone.conn, CloseCodes.Reclaimed)
       closedOnceWith(a.conn, CloseCodes.HeartbeatTimeout)
@@ -280,8 +280,8 @@ describe("takeover", () => {
         registry.takeover(b.handle, a.handle),
         registry.takeover(c.handle, a.handle)
       ], { concurrency: "unbounded" })
-      assert.strictEqual(Number(wonB) + Number(wonC), 1)
-      assert.strictEqual(registry.binaryFor("s"), wonB ? b.handle : c.handle)
+      assert.deepStrictEqual([wonB, wonC].sort(), ["Superseded", "TookOver"])
+      assert.strictEqual(registry.binaryFor("s"), wonB === "TookOver" ? b.handle : c.handle)
       closedOnceWith(a.conn, CloseCodes.HeartbeatTimeout)
       assert.strictEqual(yield* count(Metrics.takeovers), 1)
     })))
@@ -292,7 +292,7 @@ describe("takeover", () => {
       const a = yield* claimed(registry, "s")
       const b = yield* newBinary("s")
       yield* registry.claim(b.handle)
-      assert.isTrue(yield* registry.takeover(b.handle, a.handle))
+      assert.strictEqual(yield* registry.takeover(b.handle, a.handle), "TookOver")
       const phone = yield* registered(registry, "s")
 
       yield* registry.release(a.handle)
@@ -304,7 +304,7 @@ describe("takeover", () => {
       assert.deepStrictEqual(yield* registry.counts, { binaries: 1, phones: 1 })
     })))
 
-  it.effect("a takeover for an incumbent that was already replaced returns false and changes nothing", () =>
+  it.effect("a takeover for an incumbent that was already replaced is Superseded and changes nothing", () =>
     isolated(Effect.gen(function*() {
       const registry = yield* makeTestRegistry()
       const a = yield* claimed(registry, "s")
@@ -314,11 +314,56 @@ describe("takeover", () => {
       const c = yield* claimed(registry, "s", "Reclaimed") // C reclaimed while B was probing
       const phone = yield* registered(registry, "s")
 
-      assert.isFalse(yield* registry.takeover(b.handle, a.handle))
+      assert.strictEqual(yield* registry.takeover(b.handle, a.handle), "Superseded")
       assert.strictEqual(registry.binaryFor("s"), c.handle)
       untouched(phone)
       assert.strictEqual(c.conn.closeCalls.length, 0)
       assert.strictEqual(yield* count(Metrics.takeovers), 0)
+    })))
+  it.effect("a newcomer whose socket is gone cannot take over: the incumbent and its phones are untouched, nothing counted", () =>
+    isolated(Effect.gen(function*() {
+      const registry = yield* makeTestRegistry()
+      const a = yield* claimed(registry, "s")
+      const phone = yield* registered(registry, "s")
+      const b = yield* newBinary("s")
+      assert.strictEqual((yield* registry.claim(b.handle))._tag, "Conflict")
+      b.conn.peerClose(1006) // left while the incumbent was probed
+
+      assert.strictEqual(yield* registry.takeover(b.handle, a.handle), "Gone")
+      assert.strictEqual(registry.binaryFor("s"), a.handle)
+      untouched(phone)
+      assert.strictEqual(a.conn.closeCalls.length, 0)
+      assert.strictEqual(yield* count(Metrics.takeovers), 0)
+      assert.deepStrictEqual(yield* registry.counts, { binaries: 1, phones: 1 })
+      // A gone newcomer's release arms nothing: it never held the slot.
+      yield* registry.release(b.handle)
+      assert.isTrue(registry.isLiveHolder(a.handle))
+    })))
+})
+
+describe("a binary whose socket is gone", () => {
+  it.effect("cannot claim an empty slot nor reclaim one in grace: the grace and its phones stay", () =>
+    isolated(Effect.gen(function*() {
+      const registry = yield* makeTestRegistry()
+      const a = yield* claimed(registry, "s")
+      const phone = yield* registered(registry, "s")
+      yield* registry.release(a.handle)
+      const gone = yield* newBinary("s")
+      gone.conn.peerClose(1006)
+
+      assert.deepStrictEqual(yield* registry.claim(gone.handle), { _tag: "Gone" })
+      untouched(phone)
+      assert.strictEqual(yield* count(Metrics.graceReclaims), 0)
+      assert.deepStrictEqual(yield* registry.counts, { binaries: 0, phones: 1 })
+      yield* TestClock.adjust("30 seconds")
+      closedOnceWith(phone.conn, CloseCodes.Normal)
+      assert.strictEqual(yield* count(Metrics.graceExpiries), 1)
+
+      const late = yield* newBinary("t")
+      late.conn.peerClose(1006)
+      assert.deepStrictEqual(yield* registry.claim(late.handle), { _tag: "Gone" })
+      assert.isUndefined(registry.binaryFor("t"))
+      assert.deepStrictEqual(yield* registry.counts, { binaries: 0, phones: 0 })
     })))
 })
 
