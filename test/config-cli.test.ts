@@ -155,7 +155,12 @@ describe("loadRelayConfig", () => {
         "--rate-limit-refill", "250ms",
         "--drain-timeout", "0",
         "--log-format", "pretty",
-        "--log-level", "debug"
+        "--log-level", "debug",
+        "--fcm-project-id", "my-project",
+        "--fcm-endpoint", "http://127.0.0.1:8999/",
+        "--push-burst", "3",
+        "--push-refill", "2s",
+        "--push-max-in-flight", "4"
       ])
       const expected: RelayConfigShape = {
         listen: { host: "0.0.0.0", port: 80 },
@@ -181,7 +186,13 @@ describe("loadRelayConfig", () => {
         drainTimeout: Duration.zero,
         logFormat: "pretty",
         logLevel: "debug",
-        production: false
+        production: false,
+        fcmCredentials: undefined,
+        fcmProjectId: "my-project",
+        fcmEndpoint: "http://127.0.0.1:8999",
+        pushBurst: 3,
+        pushRefill: Duration.seconds(2),
+        pushMaxInFlight: 4
       }
       const durations = (x: RelayConfigShape) =>
         Object.fromEntries(Object.entries(x).map(([k, v]) => [k, Duration.isDuration(v) ? ms(v) : v]))

@@ -20,6 +20,9 @@ export type LogEvent =
   | "envelope dropped"
   | "frame dropped"
   | "push wake dropped"
+  | "push wake sent"
+  | "push wake failed"
+  | "push off"
   | "close code replaced"
   | "rate limited"
   | "connection cap reached"
@@ -44,10 +47,14 @@ export interface LogFields {
   readonly endpoint?: string
   readonly duration?: string
   readonly error?: string
+  /** First 8 hex of SHA-256(device token): never the token itself (PUSH.md §4). */
+  readonly token_fp?: string
+  readonly fcm_message_id?: string
   readonly version?: string
   readonly listen?: string
   readonly metrics_listen?: string
   readonly tls?: boolean
+  readonly push?: string
   readonly limits?: Readonly<Record<string, string | number | boolean>>
 }
 
