@@ -281,16 +281,31 @@ describe("push on: other relays", () => {
     binary.ws.close()
   })
 
-  it("shutdown interrupts a send in flight: send_failed `interrupted`, logged; exit 0 within the drain deadline", async () => {
+  it("at --push-max-in-flight the next wake is refused `in-flight cap` (counted); shutdown interrupts the send in flight", async () => {
     // Credentials from a file this time (--fcm-credentials-file).
     const dir = mkdtempSync(Path.join(tmpdir(), "push-e2e-"))
     const file = Path.join(dir, "key.json")
     writeFileSync(file, credentials, { mode: 0o600 })
-    const r = await startTrackedRelay(["--fcm-endpoint", fcm.url, "--fcm-credentials-file", file, "--drain-timeout", "5s"])
-    const binary = await dialBinary(r.url, sid())
+    const r = await startTrackedRelay([
+      "--fcm-endpoint", fcm.url,
+      "--fcm-credentials-file", file,
+      "--drain-timeout", "5s",
+      "--push-max-in-flight", "1"
+    ])
+    const serverId = sid()
+    const binary = await dialBinary(r.url, serverId)
     const token = deviceToken("hang")
     wake(binary, token)
     await eventually(() => fcm.requests.some((req) => req.deviceToken === token))
+    const capped = deviceToken("ok")
+    wake(binary, capped)
+    await eventually(async () => (await counts(r)).dropped === 1)
+    expect(parsed(r).find((l) => l["event"] === "push wake dropped")).toMatchObject({
+      level: "warn",
+      server_id: serverId,
+      reason: "in-flight cap"
+    })
+    expect(fcm.requests.some((req) => req.deviceToken === capped)).toBe(false)
     const stopping = Date.now()
     expect(await r.stop("SIGTERM")).toBe(0)
     expect(Date.now() - stopping).toBeLessThan(5_000)
