@@ -20,6 +20,7 @@ import { RateLimiter } from "./limits/RateLimiter.ts"
 import { ConnectionWatcher } from "./liveness/ConnectionWatcher.ts"
 import { Registry } from "./registry/Registry.ts"
 import { Lifecycle } from "./session/Lifecycle.ts"
+import * as PushWake from "./push/PushWake.ts"
 
 /**
  * The routing core: one registry, one relay-wide buffer ledger, one lifecycle, one connection
@@ -55,6 +56,7 @@ const announce = Layer.effectDiscard(Effect.gen(function*() {
       ? "disabled"
       : `${metricsServer.address.host}:${metricsServer.address.port}`,
     tls: config.tls !== undefined,
+    push: config.fcmCredentials === undefined ? "off" : "fcm",
     limits: {
       max_connections: config.maxConnections,
       max_connections_per_ip: config.maxConnectionsPerIp,
@@ -63,13 +65,21 @@ const announce = Layer.effectDiscard(Effect.gen(function*() {
       phone_outbox_bytes: config.phoneOutboxBytes,
       max_buffered_bytes: config.maxBufferedBytes,
       grace_period: Duration.format(config.gracePeriod),
-      heartbeat: `${Duration.format(config.heartbeatInterval)}/${Duration.format(config.heartbeatTimeout)}`
+      heartbeat: `${Duration.format(config.heartbeatInterval)}/${Duration.format(config.heartbeatTimeout)}`,
+      push_burst: config.pushBurst,
+      push_refill: Duration.format(config.pushRefill),
+      push_max_in_flight: config.pushMaxInFlight
     }
   })
 }))
 
-/** Everything the relay serves; needs `RelayConfig`. */
+/**
+ * Everything the relay serves; needs `RelayConfig`. Layers close in the reverse of their build
+ * order: the public listener drains first, then push wake interrupts the sends still in flight
+ * (so a wake sent during the drain can still finish), then the core.
+ */
 export const layer = announce.pipe(
   Layer.provideMerge(Layer.mergeAll(PublicServer.layer, MetricsLayer)),
+  Layer.provideMerge(PushWake.layer),
   Layer.provideMerge(RelayCore)
 )

@@ -27,6 +27,14 @@ import {
   show
 } from "./Units.ts"
 import type { Parsed } from "./Units.ts"
+import {
+  NOT_A_KEY,
+  parseFcmEndpoint,
+  parseProjectId,
+  parseServiceAccount,
+  readKeyFile
+} from "../push/ServiceAccount.ts"
+import type { FcmCredentials } from "../push/ServiceAccount.ts"
 
 export class BootRefusal extends Schema.TaggedError<BootRefusal>()("BootRefusal", {
   message: Schema.String
@@ -40,6 +48,8 @@ export const ENV_PREFIX = "PYRYCODE_RELAY"
 export const envName = (flag: string): string => `${ENV_PREFIX}_${Str.configCase(flag)}`
 
 const PRODUCTION = "production"
+/** Environment only (a secret does not belong on a command line, where `ps` shows it). */
+const FCM_CREDENTIALS = "fcm-credentials"
 
 interface FlagSpec {
   readonly name: string
@@ -73,7 +83,13 @@ export const flags: ReadonlyArray<FlagSpec> = [
   { name: "rate-limit-refill", default: "6s", meaning: "one token back every this long" },
   { name: "drain-timeout", default: "10s", meaning: "shutdown wait for connections to finish" },
   { name: "log-format", default: "json", meaning: "json or pretty" },
-  { name: "log-level", default: "info", meaning: "trace, debug, info, warn, error or fatal" }
+  { name: "log-level", default: "info", meaning: "trace, debug, info, warn, error or fatal" },
+  { name: "fcm-credentials-file", default: "unset", meaning: "push wake: Google service-account JSON key file (or PYRYCODE_RELAY_FCM_CREDENTIALS)" },
+  { name: "fcm-project-id", default: "pyrycode-mobile", meaning: "push wake: Firebase project id" },
+  { name: "fcm-endpoint", default: "https://fcm.googleapis.com", meaning: "push wake: FCM base URL (http:// only to loopback)" },
+  { name: "push-burst", default: "6", meaning: "push wakes a server-id may send at once (> 0)" },
+  { name: "push-refill", default: "10s", meaning: "one push wake back every this long" },
+  { name: "push-max-in-flight", default: "32", meaning: "push sends in flight relay-wide (> 0)" }
 ]
 
 const flagByName = new Map(flags.map((f) => [f.name, f]))
@@ -97,6 +113,7 @@ export const usage: string = [
   "(--grace-period -> PYRYCODE_RELAY_GRACE_PERIOD; booleans take true or false). A flag wins over",
   "its variable. Unknown PYRYCODE_RELAY_* variables are refused.",
   "  PYRYCODE_RELAY_PRODUCTION=1   refuse to run as root and require an explicit --listen",
+  "  PYRYCODE_RELAY_FCM_CREDENTIALS  Google service-account JSON key: turns push wake on (docs/push.md)",
   "",
   "Invalid configuration exits 2 before anything is bound."
 ].join("\n")
@@ -186,6 +203,11 @@ const oneOf = <A extends string>(allowed: ReadonlyArray<A>) => (raw: string): Pa
 const bool = (raw: string): Parsed<boolean> =>
   raw === "true" ? Result.succeed(true) : raw === "false" ? Result.succeed(false) : Result.fail(`${show(raw)} is not true or false`)
 
+const serviceAccount = (raw: string): Parsed<FcmCredentials> => {
+  const credentials = parseServiceAccount(raw)
+  return credentials === undefined ? Result.fail(NOT_A_KEY) : Result.succeed(credentials)
+}
+
 const filePath = (raw: string): Parsed<string> =>
   raw === "" ? Result.fail("must be a file path, not empty") : Result.succeed(raw)
 
@@ -246,7 +268,15 @@ export const relayConfig = (nameOf: (key: string) => string) => {
     ),
     // Never echoed: the refusal only says what the value must be.
     production: field(PRODUCTION, (raw) => raw === "1" ? Result.succeed(true) : Result.fail("must be unset or exactly 1"))
-      .pipe(Config.withDefault(false))
+      .pipe(Config.withDefault(false)),
+    // A secret: any problem with it is the one fixed reason, never a part of the value.
+    fcmCredentials: Config.option(field(FCM_CREDENTIALS, serviceAccount)),
+    fcmCredentialsFile: Config.option(field("fcm-credentials-file", filePath)),
+    fcmProjectId: field("fcm-project-id", parseProjectId).pipe(Config.withDefault(defaults.fcmProjectId)),
+    fcmEndpoint: field("fcm-endpoint", parseFcmEndpoint).pipe(Config.withDefault(defaults.fcmEndpoint)),
+    pushBurst: count("push-burst", defaults.pushBurst, 1),
+    pushRefill: duration("push-refill", defaults.pushRefill),
+    pushMaxInFlight: count("push-max-in-flight", defaults.pushMaxInFlight, 1)
   })
 }
 
@@ -257,7 +287,7 @@ export type CliOutcome =
   | { readonly _tag: "Help" }
   | { readonly _tag: "Version" }
 
-const knownEnv = new Set([...flags.map((f) => envName(f.name)), envName(PRODUCTION)])
+const knownEnv = new Set([...flags.map((f) => envName(f.name)), envName(PRODUCTION), envName(FCM_CREDENTIALS)])
 
 /**
  * `argv` (without node and script) + environment → what the process should do. `uid` is the
@@ -311,6 +341,18 @@ export const loadRelayConfig = (
       if (uid === 0) return yield* refuse(`${envName(PRODUCTION)}=1: refusing to run as root (uid 0)`)
     }
 
+    let fcmCredentials = v.fcmCredentials._tag === "Some" ? v.fcmCredentials.value : undefined
+    if (v.fcmCredentialsFile._tag === "Some") {
+      const flag = nameOf("fcm-credentials-file")
+      if (fcmCredentials !== undefined) {
+        return yield* refuse(`${envName(FCM_CREDENTIALS)} and ${flag} are both set (give one)`)
+      }
+      const read = readKeyFile(v.fcmCredentialsFile.value)
+      if ("problem" in read) return yield* refuse(`${flag}: cannot be read (${read.problem})`)
+      fcmCredentials = parseServiceAccount(read.text)
+      if (fcmCredentials === undefined) return yield* refuse(`${flag}: ${NOT_A_KEY}`)
+    }
+
     const config: RelayConfigShape = {
       listen: v.listen._tag === "Some" ? v.listen.value : defaults.listen,
       tls: v.tlsCert._tag === "Some" && v.tlsKey._tag === "Some"
@@ -337,7 +379,13 @@ export const loadRelayConfig = (
       drainTimeout: v.drainTimeout,
       logFormat: v.logFormat,
       logLevel: v.logLevel,
-      production: v.production
+      production: v.production,
+      fcmCredentials,
+      fcmProjectId: v.fcmProjectId,
+      fcmEndpoint: v.fcmEndpoint,
+      pushBurst: v.pushBurst,
+      pushRefill: v.pushRefill,
+      pushMaxInFlight: v.pushMaxInFlight
     }
     return { _tag: "Run", config } as const
   })

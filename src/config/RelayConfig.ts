@@ -1,6 +1,8 @@
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Layer from "effect/Layer"
+import type { FcmCredentials } from "../push/ServiceAccount.ts"
+import { DEFAULT_FCM_ENDPOINT, DEFAULT_FCM_PROJECT_ID } from "../push/ServiceAccount.ts"
 
 /** A host and port to listen on. `host` is an IP literal or name, without brackets. */
 export interface ListenAddress {
@@ -46,6 +48,16 @@ export interface RelayConfigShape {
   readonly logLevel: LogLevelName
   /** `PYRYCODE_RELAY_PRODUCTION=1`. */
   readonly production: boolean
+  /** Push wake (PUSH.md): the checked service-account key; `undefined` = push off. */
+  readonly fcmCredentials: FcmCredentials | undefined
+  readonly fcmProjectId: string
+  /** FCM base URL, without a trailing slash. */
+  readonly fcmEndpoint: string
+  /** Per-server-id wake bucket: size, and one wake back every `pushRefill`. */
+  readonly pushBurst: number
+  readonly pushRefill: Duration.Duration
+  /** Sends in flight relay-wide. */
+  readonly pushMaxInFlight: number
 }
 
 /** SPEC §9 defaults. */
@@ -73,7 +85,13 @@ export const defaults: RelayConfigShape = {
   drainTimeout: Duration.seconds(10),
   logFormat: "json",
   logLevel: "info",
-  production: false
+  production: false,
+  fcmCredentials: undefined,
+  fcmProjectId: DEFAULT_FCM_PROJECT_ID,
+  fcmEndpoint: DEFAULT_FCM_ENDPOINT,
+  pushBurst: 6,
+  pushRefill: Duration.seconds(10),
+  pushMaxInFlight: 32
 }
 
 export class RelayConfig extends Context.Service<RelayConfig, RelayConfigShape>()("pyrycode-relay/RelayConfig") {

@@ -28,7 +28,8 @@ export const closeNotice = (connId: string, code: number): string =>
 export type Decoded =
   /** Route `frame` (the raw bytes of its JSON value, a view into the message; undefined for none) to `connId`; `closeCode` 0 = no directive. */
   | { readonly _tag: "Deliver"; readonly connId: string; readonly frame: Buffer | undefined; readonly closeCode: number }
-  | { readonly _tag: "Wake" }
+  /** A wake request; `pushWake` is the raw bytes of the `push_wake` object (a view into the message). */
+  | { readonly _tag: "Wake"; readonly pushWake: Buffer }
   | { readonly _tag: "Malformed" }
   | { readonly _tag: "MissingConnId" }
   | { readonly _tag: "MissingFrame" }
@@ -36,7 +37,6 @@ export type Decoded =
 const MALFORMED: Decoded = { _tag: "Malformed" }
 const MISSING_CONN_ID: Decoded = { _tag: "MissingConnId" }
 const MISSING_FRAME: Decoded = { _tag: "MissingFrame" }
-const WAKE: Decoded = { _tag: "Wake" }
 
 /** The envelope keys the relay reads; any other key is skipped (its value still validated). */
 const CONN_ID = 1
@@ -93,6 +93,7 @@ export const decode = (b: Buffer): Decoded => {
   let closeCode = -1
   let closeCodeEnd = -1
   let pushWake = -1
+  let pushWakeEnd = -1
   let frame = -1
   let frameEnd = -1
   let i = skipWs(b, 0)
@@ -112,7 +113,7 @@ export const decode = (b: Buffer): Decoded => {
       if (end < 0) return MALFORMED
       if (key === CONN_ID) (connId = start), (connIdEnd = end)
       else if (key === CLOSE_CODE) (closeCode = start), (closeCodeEnd = end)
-      else if (key === PUSH_WAKE) pushWake = start
+      else if (key === PUSH_WAKE) (pushWake = start), (pushWakeEnd = end)
       else if (key === FRAME) (frame = start), (frameEnd = end)
       i = skipWs(b, end)
       if (i < n && b[i] === 0x2c) i = skipWs(b, i + 1)
@@ -136,7 +137,7 @@ export const decode = (b: Buffer): Decoded => {
   if (hasPushWake && !isObject(b, pushWake)) return MALFORMED
 
   const id = hasConnId ? stringValue(b, connId, connIdEnd) : ""
-  if (id === "") return hasPushWake ? WAKE : MISSING_CONN_ID
+  if (id === "") return hasPushWake ? { _tag: "Wake", pushWake: b.subarray(pushWake, pushWakeEnd) } : MISSING_CONN_ID
   const hasFrame = frame >= 0 && !isNull(b, frame)
   if (code === 0 && !hasFrame) return MISSING_FRAME
   return { _tag: "Deliver", connId: id, frame: hasFrame ? b.subarray(frame, frameEnd) : undefined, closeCode: code }

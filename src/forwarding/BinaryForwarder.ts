@@ -20,6 +20,7 @@ import { decode } from "../domain/Envelope.ts"
 import * as Log from "../observability/Log.ts"
 import * as Metrics from "../observability/Metrics.ts"
 import { HELD, makePeerWarnings } from "../observability/PeerWarnings.ts"
+import { PushWake, type PushWakeShape } from "../push/PushWake.ts"
 import type { BinaryHandle, PhoneHandle } from "../registry/Handles.ts"
 import type { RegistryShape } from "../registry/Registry.ts"
 import type { StopReason } from "./Outbox.ts"
@@ -49,7 +50,13 @@ const drop = (report: BatchReport, reason: Metrics.DropReason, frames = 1) =>
 const binaryFields = (binary: BinaryHandle) => ({ server_id: binary.serverId, binary_conn_id: binary.connId })
 
 /** Routes one envelope: its frame (a view into `message`) is queued on the addressed phone's outbox. */
-const route = (binary: BinaryHandle, registry: RegistryShape, message: Buffer, report: BatchReport): void => {
+const route = (
+  binary: BinaryHandle,
+  registry: RegistryShape,
+  push: PushWakeShape,
+  message: Buffer,
+  report: BatchReport
+): void => {
   const decoded = decode(message)
   switch (decoded._tag) {
     case "Malformed":
@@ -64,10 +71,9 @@ const route = (binary: BinaryHandle, registry: RegistryShape, message: Buffer, r
       return
     }
     case "Wake": {
-      const suppressed = report.admit("push off")
-      if (suppressed !== HELD) {
-        report.events.push(Log.info("push wake dropped", { ...binaryFields(binary), reason: "push off", suppressed }))
-      }
+      // Admission is decided here, synchronously; an admitted wake's send runs on its own (PUSH.md §2).
+      const refused = push.request(binary, decoded.pushWake, report.admit)
+      if (refused !== undefined) report.events.push(refused)
       return
     }
     case "Deliver": {
@@ -126,7 +132,8 @@ const routeBatch = (
 ) =>
   Effect.suspend(() => {
     const report: BatchReport = { drops: new Map(), events: [], overflowed: [], touched: new Set(), admit }
-    for (const message of batch) route(binary, registry, message, report)
+    const push = Context.get(context, PushWake)
+    for (const message of batch) route(binary, registry, push, message, report)
     // Touched outboxes are written through, one write each; those with something that must wait
     // (backpressure, a directive, a failed write) get their writer.
     let waiting: Array<PhoneHandle> | undefined

@@ -47,6 +47,8 @@ export interface BucketsOptions {
 export interface Buckets {
   /** One attempt by `ip` at `now` (ms): `true` if a token was taken. */
   readonly take: (ip: string | undefined, now: number) => boolean
+  /** Returns the token `take` just gave `key` (its use was refused further on, so it did not count). */
+  readonly giveBack: (key: string) => void
   /** Drops idle buckets; returns how many were dropped. */
   readonly sweep: (now: number) => number
   readonly size: () => number
@@ -107,7 +109,12 @@ export const makeBuckets = (options: BucketsOptions): Buckets => {
     return dropped
   }
 
-  return { take, sweep, size: () => buckets.size }
+  const giveBack = (key: string): void => {
+    const bucket = buckets.get(key)
+    if (bucket !== undefined && bucket.tokens < burst) bucket.tokens++
+  }
+
+  return { take, giveBack, sweep, size: () => buckets.size }
 }
 
 export interface RateLimiterShape {

@@ -23,6 +23,9 @@ export type LogEvent =
   | "envelope dropped"
   | "frame dropped"
   | "push wake dropped"
+  | "push wake sent"
+  | "push wake failed"
+  | "push off"
   | "close code replaced"
   | "rate limited"
   | "connection cap reached"
@@ -50,10 +53,14 @@ export interface LogFields {
   readonly error?: string
   /** Lines of this connection and reason held back since the last one (`PeerWarnings`); omitted when 0. */
   readonly suppressed?: number
+  /** First 8 hex of SHA-256(device token): never the token itself (PUSH.md §4). */
+  readonly token_fp?: string
+  readonly fcm_message_id?: string
   readonly version?: string
   readonly listen?: string
   readonly metrics_listen?: string
   readonly tls?: boolean
+  readonly push?: string
   readonly limits?: Readonly<Record<string, string | number | boolean>>
 }
 

@@ -138,6 +138,20 @@ export const connectionsRejected: Record<RejectReason, Metric.Counter<number>> =
   draining: counter(REJECTED, REJECTED_HELP, { reason: "draining" })
 }
 
+// --- push wake (PUSH.md §4) ---------------------------------------------------------------------
+
+/** `dropped` only for the rate limit and the in-flight cap; exactly one of the others per admitted wake. */
+export type PushWakeOutcome = "dropped" | "sent" | "unregistered" | "token_fetch_failed" | "send_failed"
+const PUSH_WAKES = "pyrycode_relay_push_wakes_total"
+const PUSH_WAKES_HELP = "Push wakes by outcome: refused by the rate limit or in-flight cap, or how an admitted wake's send ended."
+export const pushWakes: Record<PushWakeOutcome, Metric.Counter<number>> = {
+  dropped: counter(PUSH_WAKES, PUSH_WAKES_HELP, { outcome: "dropped" }),
+  sent: counter(PUSH_WAKES, PUSH_WAKES_HELP, { outcome: "sent" }),
+  unregistered: counter(PUSH_WAKES, PUSH_WAKES_HELP, { outcome: "unregistered" }),
+  token_fetch_failed: counter(PUSH_WAKES, PUSH_WAKES_HELP, { outcome: "token_fetch_failed" }),
+  send_failed: counter(PUSH_WAKES, PUSH_WAKES_HELP, { outcome: "send_failed" })
+}
+
 /** Every series, so boot can create each at 0 (series exist only after their first update). */
 export const allCounters: ReadonlyArray<Metric.Counter<number>> = [
   framesForwardedPhoneToBinary,
@@ -151,7 +165,8 @@ export const allCounters: ReadonlyArray<Metric.Counter<number>> = [
   ...Object.values(upgradeAttempts.server),
   ...Object.values(upgradeAttempts.client),
   ...Object.values(registerFailures),
-  ...Object.values(connectionsRejected)
+  ...Object.values(connectionsRejected),
+  ...Object.values(pushWakes)
 ]
 export const allGauges: ReadonlyArray<Metric.Gauge<number>> = [connectedBinaries, connectedPhones, bufferedBytes]
 

@@ -39,6 +39,13 @@ const FLAGS = [
   "drain-timeout",
   "log-format",
   "log-level",
+  // PUSH.md §1
+  "fcm-credentials-file",
+  "fcm-project-id",
+  "fcm-endpoint",
+  "push-burst",
+  "push-refill",
+  "push-max-in-flight",
   "version",
   "help"
 ]

@@ -21,7 +21,7 @@ const SID_EXPIRE = `logsec-expire-${process.pid}`
 const SID_MISSING = `logsec-missing-${process.pid}`
 const SERVER_IDS = [SID_MAIN, SID_EXPIRE, SID_MISSING]
 
-/** SPEC §11's events, plus `push wake dropped` which SPEC §2.5 names. */
+/** SPEC §11's events, plus the push events PUSH.md names. */
 const EVENTS = new Set([
   "server claimed",
   "server id conflict",
@@ -41,7 +41,10 @@ const EVENTS = new Set([
   "shutdown started",
   "shutdown complete",
   "drain incomplete",
-  "push wake dropped"
+  "push wake dropped",
+  "push wake sent",
+  "push wake failed",
+  "push off"
 ])
 
 /** SPEC §11's annotation keys, the boot-time config keys, and the logger's own three. */
@@ -59,10 +62,13 @@ const KEYS = new Set([
   "duration",
   "error",
   "suppressed",
+  "token_fp",
+  "fcm_message_id",
   "version",
   "listen",
   "metrics_listen",
   "tls",
+  "push",
   "limits",
   "time",
   "level",

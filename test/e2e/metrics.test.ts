@@ -49,6 +49,8 @@ const DROP_DIRECTION: Record<DropReason, Direction> = {
 }
 const KINDS = ["no_server", "server_in_use", "phones_at_cap", "ratelimit"] as const
 const REJECT_REASONS = ["conn_cap", "per_ip_cap", "handshake_timeout", "draining"] as const
+/** PUSH.md §4: all five exist at 0 from boot, also when push is off (as in these relays). */
+const PUSH_OUTCOMES = ["dropped", "sent", "unregistered", "token_fetch_failed", "send_failed"] as const
 
 const S = {
   forwarded: (d: Direction) => `pyrycode_relay_frames_forwarded_total{direction="${d}"}`,
@@ -57,6 +59,7 @@ const S = {
   upgrades: (e: Endpoint, o: Outcome) => `pyrycode_relay_ws_upgrade_attempts_total{endpoint="${e}",outcome="${o}"}`,
   registerFailures: (k: (typeof KINDS)[number]) => `pyrycode_relay_register_failures_total{kind="${k}"}`,
   rejected: (r: (typeof REJECT_REASONS)[number]) => `pyrycode_relay_connections_rejected_total{reason="${r}"}`,
+  pushWakes: (o: (typeof PUSH_OUTCOMES)[number]) => `pyrycode_relay_push_wakes_total{outcome="${o}"}`,
   graceExpiries: "pyrycode_relay_grace_expiries_total",
   graceReclaims: "pyrycode_relay_grace_reclaims_total",
   takeovers: "pyrycode_relay_takeovers_total",
@@ -74,7 +77,8 @@ const COUNTERS: ReadonlyArray<string> = [
   S.takeovers,
   ...(["server", "client"] as const).flatMap((e) => OUTCOMES.map((o) => S.upgrades(e, o))),
   ...KINDS.map(S.registerFailures),
-  ...REJECT_REASONS.map(S.rejected)
+  ...REJECT_REASONS.map(S.rejected),
+  ...PUSH_OUTCOMES.map(S.pushWakes)
 ]
 const GAUGES: ReadonlyArray<string> = [S.binaries, S.phones, S.buffered]
 const ALL_SERIES: ReadonlyArray<string> = [...COUNTERS, ...GAUGES]

@@ -10,10 +10,15 @@ import { isJson } from "../../src/domain/JsonBytes.ts"
 /** What `decode` says of a message given as text, with the frame's bytes shown as text. */
 type DecodedText =
   | { readonly _tag: "Deliver"; readonly connId: string; readonly frame: string | undefined; readonly closeCode: number }
-  | { readonly _tag: "Wake" | "Malformed" | "MissingConnId" | "MissingFrame" }
+  | { readonly _tag: "Wake"; readonly pushWake: string }
+  | { readonly _tag: "Malformed" | "MissingConnId" | "MissingFrame" }
 const decodeText = (text: string): DecodedText => {
   const decoded = decode(Buffer.from(text))
-  return decoded._tag === "Deliver" ? { ...decoded, frame: decoded.frame?.toString() } : decoded
+  return decoded._tag === "Deliver"
+    ? { ...decoded, frame: decoded.frame?.toString() }
+    : decoded._tag === "Wake"
+    ? { _tag: "Wake", pushWake: decoded.pushWake.toString() }
+    : decoded
 }
 
 describe("decode: validation order of SPEC §2.2", () => {
@@ -43,9 +48,14 @@ describe("decode: validation order of SPEC §2.2", () => {
     ["push_wake not an object", "{\"push_wake\":5}", { _tag: "Malformed" }],
     ["wrong type beats a missing frame", "{\"conn_id\":\"c\",\"close_code\":\"x\"}", { _tag: "Malformed" }],
     // 2. conn_id none: wake request, else missing conn_id
-    ["wake without conn_id", "{\"push_wake\":{\"platform\":\"fcm\",\"token\":\"t\"}}", { _tag: "Wake" }],
-    ["wake with conn_id null", "{\"conn_id\":null,\"push_wake\":{}}", { _tag: "Wake" }],
-    ["wake with conn_id empty", "{\"conn_id\":\"\",\"push_wake\":{},\"frame\":1}", { _tag: "Wake" }],
+    // The wake carries the exact bytes of its push_wake object, for push admission to read.
+    ["wake without conn_id", "{\"push_wake\":{\"platform\":\"fcm\",\"token\":\"t\"}}", {
+      _tag: "Wake",
+      pushWake: "{\"platform\":\"fcm\",\"token\":\"t\"}"
+    }],
+    ["wake with conn_id null", "{\"conn_id\":null,\"push_wake\":{ }}", { _tag: "Wake", pushWake: "{ }" }],
+    ["wake with conn_id empty", "{\"conn_id\":\"\",\"push_wake\":{},\"frame\":1}", { _tag: "Wake", pushWake: "{}" }],
+    ["the last push_wake wins", "{\"push_wake\":{\"a\":1},\"push_wake\":{\"b\":2}}", { _tag: "Wake", pushWake: "{\"b\":2}" }],
     ["push_wake null is no wake", "{\"push_wake\":null}", { _tag: "MissingConnId" }],
     ["empty object", "{}", { _tag: "MissingConnId" }],
     ["frame without conn_id", "{\"frame\":1}", { _tag: "MissingConnId" }],

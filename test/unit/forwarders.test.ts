@@ -11,6 +11,7 @@ import * as CloseCodes from "../../src/domain/CloseCodes.ts"
 import { forwardBinary } from "../../src/forwarding/BinaryForwarder.ts"
 import { forwardPhone, type PhoneForwarderDeps } from "../../src/forwarding/PhoneForwarder.ts"
 import * as Metrics from "../../src/observability/Metrics.ts"
+import { PushWake, type PushWakeShape } from "../../src/push/PushWake.ts"
 import type { BinaryHandle } from "../../src/registry/Handles.ts"
 import { makeRegistry, type RegistryShape } from "../../src/registry/Registry.ts"
 import { bigLedger, binaryHandle, count, isolated, phoneHandle, settle } from "../support/Core.ts"
@@ -230,6 +231,35 @@ describe("binary forwarder", () => {
       assert.strictEqual(p.conn.closeCalls.length, 0)
       assert.strictEqual(binaryConn.closeCalls.length, 0)
       assert.isUndefined(forwarder.pollUnsafe())
+    })))
+
+  it.effect("a wake goes to the push service with its push_wake bytes, in order with the frames around it", () =>
+    isolated(Effect.gen(function*() {
+      const { binary, binaryConn, registry } = yield* setup
+      const p = yield* addPhone(registry, "s")
+      const asked: Array<string> = []
+      let refusalsRun = 0
+      const push: PushWakeShape = {
+        request: (source, pushWake) => {
+          asked.push(`${source.serverId} ${source.connId} ${Buffer.from(pushWake).toString()} after ${p.conn.sent.length}`)
+          return asked.length === 1 ? undefined : Effect.sync(() => void refusalsRun++)
+        }
+      }
+      yield* Effect.forkChild(forwardBinary(binary, registry).pipe(Effect.provideService(PushWake, push)))
+      binaryConn.push(
+        envelope(p.phone.connId, "1"),
+        `{"push_wake":{"platform":"fcm","token":"a"}}`,
+        `{"conn_id":"","push_wake":{ "token":"b" }}`,
+        `{"conn_id":${JSON.stringify(p.phone.connId)},"frame":2,"push_wake":{"token":"c"}}`
+      )
+      yield* settle
+      assert.deepStrictEqual(asked, [
+        `s ${binary.connId} {"platform":"fcm","token":"a"} after 0`,
+        `s ${binary.connId} { "token":"b" } after 0`
+      ])
+      assert.strictEqual(refusalsRun, 1)
+      assert.deepStrictEqual(p.conn.sent, ["1", "2"])
+      assert.strictEqual(binaryConn.closeCalls.length, 0)
     })))
 
   it.effect("a binary cannot reach another server-id's phone", () =>

@@ -108,7 +108,7 @@ const reference = (text: string) => {
     return { _tag: "Malformed" }
   }
   if (pushWake != null && !isObject(pushWake)) return { _tag: "Malformed" }
-  if (connId == null || connId === "") return { _tag: pushWake != null ? "Wake" : "MissingConnId" }
+  if (connId == null || connId === "") return pushWake != null ? { _tag: "Wake", pushWake } : { _tag: "MissingConnId" }
   const code = typeof closeCode === "number" && closeCode !== 0 ? closeCode : 0
   if (code === 0 && frame == null) return { _tag: "MissingFrame" }
   return { _tag: "Deliver", connId, frame: frame ?? undefined, closeCode: code }
@@ -130,6 +130,10 @@ describe("decode on bytes agrees with JSON.parse", () => {
     const got = decode(bytesAt(text, offset))
     const want = reference(text)
     if (got._tag !== want._tag) return false
+    if (got._tag === "Wake" && want._tag === "Wake") {
+      assert.deepStrictEqual(JSON.parse(got.pushWake.toString()), want.pushWake)
+      return true
+    }
     if (got._tag !== "Deliver" || want._tag !== "Deliver") return true
     if (got.connId !== want.connId || got.closeCode !== want.closeCode) return false
     if (got.frame === undefined || want.frame === undefined) return got.frame === want.frame

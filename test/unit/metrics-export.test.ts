@@ -40,6 +40,10 @@ const counters: ReadonlyArray<string> = [
   ),
   ...["conn_cap", "per_ip_cap", "handshake_timeout", "draining"].map((r) =>
     `pyrycode_relay_connections_rejected_total{reason="${r}"}`
+  ),
+  // PUSH.md §4
+  ...["dropped", "sent", "unregistered", "token_fetch_failed", "send_failed"].map((o) =>
+    `pyrycode_relay_push_wakes_total{outcome="${o}"}`
   )
 ]
 const gauges: ReadonlyArray<string> = [
