@@ -10,7 +10,6 @@
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import type * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as Scope from "effect/Scope"
@@ -20,6 +19,7 @@ import { makePhoneConnIds } from "../domain/ConnId.ts"
 import { NoServer, PhonesAtCap } from "../domain/Errors.ts"
 import * as Log from "../observability/Log.ts"
 import * as Metrics from "../observability/Metrics.ts"
+import { type GraceTimer, interruptingTimer } from "./GraceTimer.ts"
 import type { BinaryHandle, PhoneHandle } from "./Handles.ts"
 
 export type ClaimResult =
@@ -75,8 +75,10 @@ export interface RegistryShape {
   readonly closeAll: (close: CloseCodes.CloseCode) => Effect.Effect<void>
 }
 
+/** One armed grace. The slot holds its token; the expiry acts only if the slot still holds it. */
 interface GraceToken {
-  fiber: Fiber.Fiber<void> | undefined
+  /** Stops the timer (set once it has started). */
+  cancel: (() => void) | undefined
 }
 
 interface Slot {
@@ -118,8 +120,11 @@ export const makeRegistry = (options: {
   readonly gracePeriod: Duration.Duration
   readonly maxPhonesPerServer: number
   readonly scope: Scope.Scope
+  /** How graces are scheduled; by default a fiber in `scope`, interrupted when cancelled. */
+  readonly graceTimer?: GraceTimer
 }): Effect.Effect<RegistryShape> =>
   Effect.sync(() => {
+    const timer = options.graceTimer ?? interruptingTimer(options.scope)
     const slots = new Map<string, Slot>()
     const connIds = makePhoneConnIds()
     let graced = 0
@@ -137,7 +142,7 @@ export const makeRegistry = (options: {
       if (token === undefined) return
       slot.grace = undefined
       graced--
-      token.fiber?.interruptUnsafe()
+      token.cancel?.()
     }
 
     /** Removes every phone of the slot from the table (before anyone is closed). */
@@ -230,14 +235,11 @@ export const makeRegistry = (options: {
         // A displaced connection (reclaimed, taken over) must not arm anything.
         if (slot === undefined || slot.binary !== binary) return Effect.void
         if (slot.grace === undefined) graced++
-        else slot.grace.fiber?.interruptUnsafe() // the newest grace wins
-        const token: GraceToken = { fiber: undefined }
+        else slot.grace.cancel?.() // the newest grace wins
+        const token: GraceToken = { cancel: undefined }
         slot.grace = token
         return Effect.gen(function*() {
-          token.fiber = yield* Effect.forkIn(
-            Effect.andThen(Effect.sleep(options.gracePeriod), expire(binary.serverId, token)),
-            options.scope
-          )
+          token.cancel = yield* timer.start(options.gracePeriod, expire(binary.serverId, token))
           yield* publishCounts
           yield* Log.info("server released", {
             server_id: binary.serverId,
@@ -307,8 +309,8 @@ export const makeRegistry = (options: {
           // count as connected while the drain runs). A fresh token no timer holds makes a racing
           // fire stale.
           if (slot.grace !== undefined) {
-            slot.grace.fiber?.interruptUnsafe()
-            slot.grace = { fiber: undefined }
+            slot.grace.cancel?.()
+            slot.grace = { cancel: undefined }
           }
           binaries.push(slot.binary)
           for (const phone of slot.phones.values()) phones.push(phone)
