@@ -294,6 +294,20 @@ class WsConnection implements PeerConnection {
     })
   }
 
+  abort(c: CloseCode): void {
+    if (this.gone) return
+    if (this.ws.readyState === WebSocket.OPEN) {
+      this.closeStartedByRelay = true
+      this.uncork()
+      this.ws.close(c.code, c.reason)
+    }
+    // Gone for writing from here: the socket's later write callbacks (all failures once it is
+    // destroyed) must not release these bytes a second time; `onClose` still completes the end.
+    this.gone = true
+    this.ws.terminate()
+    this.failWrites()
+  }
+
   close(c: CloseCode): Effect.Effect<void> {
     return Effect.suspend(() => {
       if (this.gone) return Effect.void

@@ -19,6 +19,7 @@ export type LogEvent =
   | "phone closed by binary"
   | "envelope dropped"
   | "frame dropped"
+  | "backlog shed"
   | "push wake dropped"
   | "close code replaced"
   | "rate limited"

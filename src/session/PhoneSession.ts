@@ -68,9 +68,14 @@ const forwardingEnded = (
     const error = forwarded.cause.reasons.find((r) => r._tag === "Fail")?.error
     if (error === undefined) return Effect.asVoid(conn.closed)
     const [close, reason] = failureOutcome(error)
-    outbox.stop("closing")
+    // What the phone's outbox still holds is discarded with the session.
+    const discarded = outbox.stop("closing")
     return Effect.andThen(
-      Effect.andThen(Metric.update(Metrics.framesDropped[reason], error.frames), conn.close(close)),
+      Effect.all([
+        Metric.update(Metrics.framesDropped[reason], error.frames),
+        Metric.update(Metrics.framesDropped.session_ended, discarded),
+        conn.close(close)
+      ], { discard: true }),
       conn.closed
     )
   })
@@ -120,6 +125,7 @@ const setUpPhone = Effect.fnUntraced(
     yield* Metric.update(Metrics.upgradeAttempts.client.accept, 1)
 
     const fields = { server_id: info.serverId, conn_id: phone.connId }
+    yield* Outbox.trackOutbox(outbox, conn, ledger, fields)
     yield* watcher.watch(conn, watchOptions(config, fields, () => phoneWriteStalled(conn, outbox, fields)))
 
     const forwarding = forwardPhone(phone, { registry, ledger, binaryBudget: config.phoneOutboxBytes })

@@ -165,6 +165,13 @@ export const makeFakeConnection = (options: {
           closedWith = close
           end({ code: close.code, byRelay: true })
         }),
+      abort: (close) => {
+        closeCalls.push(close)
+        if (gone) return
+        closedWith = close
+        terminated = true
+        end({ code: close.code, byRelay: true })
+      },
       terminate: Effect.sync(() => {
         terminated = true
         end({ code: 1006, byRelay: closedWith !== undefined })
