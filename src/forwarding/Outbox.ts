@@ -21,7 +21,7 @@ import type * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Metric from "effect/Metric"
 import type * as Scope from "effect/Scope"
-import { type BufferLedger, fits, makeRoom, type Shed, track } from "../connection/BufferLedger.ts"
+import { type BufferLedger, fits, type Holder, makeRoom, type Shed } from "../connection/BufferLedger.ts"
 import type { PeerConnection } from "../connection/PeerConnection.ts"
 import * as CloseCodes from "../domain/CloseCodes.ts"
 import { PhoneWriteFailed } from "../domain/Errors.ts"
@@ -53,9 +53,11 @@ export type OfferResult =
   }
 
 const NONE_SHED: ReadonlyArray<Shed> = []
+const NO_FIELDS: LogFields = {}
 const ACCEPTED: OfferResult = { _tag: "Accepted", shed: NONE_SHED }
 
-export interface Outbox {
+/** An outbox is its phone's share of the relay-wide ledger (`Holder`) once it is tracked. */
+export interface Outbox extends Holder {
   /** `frame`: the frame's bytes (valid for the current routing pass: the outbox keeps a copy if it must wait). */
   readonly offer: (frame: Buffer | undefined, closeCode: number) => OfferResult
   /**
@@ -84,6 +86,14 @@ export interface Outbox {
    * frames in flight are counted here, as `backlog_full`, when the socket gives them up.
    */
   readonly shed: () => number
+  /**
+   * Tracks the outbox in the relay-wide ledger for the rest of the phone's session (the current
+   * scope), as the phone `fields` name, so the phone can be shed — and can shed larger backlogs —
+   * when the budget is full. When the session ends, whatever is still queued (a session that
+   * failed or was interrupted with frames waiting) is dropped, released from the ledger and
+   * counted `session_ended`.
+   */
+  readonly track: (fields: LogFields) => Effect.Effect<void, never, Scope.Scope>
 }
 
 /**
@@ -117,6 +127,8 @@ class PhoneOutbox implements Outbox {
   private readonly scope: Scope.Scope
   /** The context (metric registry) counting happens in; set by the first flush or writer. */
   private context: Context.Context<never> | undefined
+  /** Who the phone is, for the log line if it is shed; set once it is tracked. */
+  fields: LogFields = NO_FIELDS
 
   constructor(conn: PeerConnection, budget: number, ledger: BufferLedger, scope: Scope.Scope) {
     this.conn = conn
@@ -180,6 +192,20 @@ class PhoneOutbox implements Outbox {
 
   heldBytes(): number {
     return this.queuedCost + this.conn.pendingBytes()
+  }
+
+  track(fields: LogFields): Effect.Effect<void, never, Scope.Scope> {
+    return Effect.acquireRelease(
+      Effect.sync(() => {
+        this.fields = fields
+        this.ledger.holders.set(this.conn, this)
+      }),
+      () =>
+        Effect.suspend(() => {
+          if (this.ledger.holders.get(this.conn) === this) this.ledger.holders.delete(this.conn)
+          return Metric.update(Metrics.framesDropped.session_ended, this.stop("closing"))
+        })
+    )
   }
 
   shed(): number {
@@ -359,23 +385,6 @@ class PhoneOutbox implements Outbox {
     })
   }
 }
-
-/**
- * Tracks the phone's outbox in the relay-wide ledger for the rest of its session (the current
- * scope), so the phone can be shed — and can shed larger backlogs — when the budget is full.
- * When the session ends, whatever is still queued (a session that failed, or was interrupted,
- * with frames waiting) is dropped, released from the ledger and counted `session_ended`.
- */
-export const trackOutbox = (
-  outbox: Outbox,
-  conn: PeerConnection,
-  ledger: BufferLedger,
-  fields: LogFields
-): Effect.Effect<void, never, Scope.Scope> =>
-  Effect.andThen(
-    track(ledger, conn, { heldBytes: () => outbox.heldBytes(), shed: () => outbox.shed(), fields }),
-    Effect.addFinalizer(() => Effect.suspend(() => Metric.update(Metrics.framesDropped.session_ended, outbox.stop("closing"))))
-  )
 
 export const make = (options: {
   readonly conn: PeerConnection

@@ -1,7 +1,7 @@
 /**
  * The relay-wide memory bound's shedding (SPEC §7.4), as the forwarders see it: a binary as a
  * holder of ledger bytes, and how a shed is reported. The choice of victims is the ledger's
- * (`BufferLedger.makeRoom`); a phone's outbox is its own holder (`Outbox.trackOutbox`).
+ * (`BufferLedger.makeRoom`); a phone's outbox is its own holder (`Outbox.track`).
  */
 import * as Effect from "effect/Effect"
 import * as Metric from "effect/Metric"

@@ -125,7 +125,7 @@ const setUpPhone = Effect.fnUntraced(
     yield* Metric.update(Metrics.upgradeAttempts.client.accept, 1)
 
     const fields = { server_id: info.serverId, conn_id: phone.connId }
-    yield* Outbox.trackOutbox(outbox, conn, ledger, fields)
+    yield* outbox.track(fields)
     yield* watcher.watch(conn, watchOptions(config, fields, () => phoneWriteStalled(conn, outbox, fields)))
 
     const forwarding = forwardPhone(phone, { registry, ledger, binaryBudget: config.phoneOutboxBytes })

@@ -142,7 +142,7 @@ describe("frames an outbox discards when its phone's session ends", () => {
       const ledger = bigLedger()
       const scope = yield* Scope.make()
       const outbox = Outbox.make({ conn, budget: 4_194_304, ledger, scope })
-      yield* Outbox.trackOutbox(outbox, conn, ledger, { conn_id: "p" }).pipe(Scope.provide(scope))
+      yield* outbox.track({ conn_id: "p" }).pipe(Scope.provide(scope))
       fill(outbox, yield* Effect.context<never>())
       assert.isTrue(ledger.holders.has(conn))
       yield* Scope.close(scope, Exit.void)

@@ -116,7 +116,7 @@ const phone = (ledger: BufferLedger, name: string, writes: WriteMode, budget = 1
   Effect.gen(function*() {
     const conn = yield* makeFakeConnection({ writes, ledger })
     const outbox = Outbox.make({ conn, budget, ledger, scope: yield* Effect.scope })
-    yield* Outbox.trackOutbox(outbox, conn, ledger, { conn_id: name })
+    yield* outbox.track({ conn_id: name })
     return { conn, outbox } satisfies Phone
   })
 
