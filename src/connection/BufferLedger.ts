@@ -1,7 +1,6 @@
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import type * as Scope from "effect/Scope"
 import { RelayConfig } from "../config/RelayConfig.ts"
 import type { LogFields } from "../observability/Log.ts"
 import type { PeerConnection } from "./PeerConnection.ts"
@@ -18,7 +17,10 @@ import type { PeerConnection } from "./PeerConnection.ts"
 export interface BufferLedger {
   bytes: number
   readonly max: number
-  /** Every tracked connection's share of `bytes`, by connection (sessions add and remove them). */
+  /**
+   * Every tracked connection's share of `bytes`, by connection: sessions add them (`track`), and
+   * a connection leaves once its socket is gone (it holds nothing then), or when it is shed.
+   */
   readonly holders: Map<PeerConnection, Holder>
 }
 
@@ -88,17 +90,19 @@ export const makeRoom = (ledger: BufferLedger, cost: number, enqueuer: PeerConne
   return { fits: true, shed }
 }
 
-/** Tracks `holder` as `conn`'s share of the ledger for the life of the current scope. */
-export const track = (ledger: BufferLedger, conn: PeerConnection, holder: Holder): Effect.Effect<void, never, Scope.Scope> =>
-  Effect.acquireRelease(
-    Effect.sync(() => {
-      ledger.holders.set(conn, holder)
-    }),
-    () =>
-      Effect.sync(() => {
-        if (ledger.holders.get(conn) === holder) ledger.holders.delete(conn)
-      })
-  )
+/**
+ * Tracks `holder` as `conn`'s share of the ledger until the connection is gone (`untrack`, called
+ * by the connection itself): no finalizer per connection. A connection that is already gone is
+ * not added, so nothing is left behind.
+ */
+export const track = (ledger: BufferLedger, conn: PeerConnection, holder: Holder): void => {
+  if (conn.isOpen()) ledger.holders.set(conn, holder)
+}
+
+/** The connection is gone: it holds nothing any more. */
+export const untrack = (ledger: BufferLedger, conn: PeerConnection): void => {
+  ledger.holders.delete(conn)
+}
 
 /** The relay-wide ledger as a service, so every connection and outbox of one relay shares it. */
 export class Ledger extends Context.Service<Ledger, BufferLedger>()("pyrycode-relay/Ledger") {

@@ -19,9 +19,8 @@
  */
 import type * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
-import * as Metric from "effect/Metric"
 import type * as Scope from "effect/Scope"
-import { type BufferLedger, fits, type Holder, makeRoom, type Shed } from "../connection/BufferLedger.ts"
+import { type BufferLedger, fits, type Holder, makeRoom, type Shed, track } from "../connection/BufferLedger.ts"
 import type { PeerConnection } from "../connection/PeerConnection.ts"
 import * as CloseCodes from "../domain/CloseCodes.ts"
 import { PhoneWriteFailed } from "../domain/Errors.ts"
@@ -87,13 +86,10 @@ export interface Outbox extends Holder {
    */
   readonly shed: () => number
   /**
-   * Tracks the outbox in the relay-wide ledger for the rest of the phone's session (the current
-   * scope), as the phone `fields` name, so the phone can be shed — and can shed larger backlogs —
-   * when the budget is full. When the session ends, whatever is still queued (a session that
-   * failed or was interrupted with frames waiting) is dropped, released from the ledger and
-   * counted `session_ended`.
+   * Tracks the outbox in the relay-wide ledger as the phone `fields` name, until its socket is
+   * gone, so the phone can be shed — and can shed larger backlogs — when the budget is full.
    */
-  readonly track: (fields: LogFields) => Effect.Effect<void, never, Scope.Scope>
+  readonly track: (fields: LogFields) => void
 }
 
 /**
@@ -194,18 +190,9 @@ class PhoneOutbox implements Outbox {
     return this.queuedCost + this.conn.pendingBytes()
   }
 
-  track(fields: LogFields): Effect.Effect<void, never, Scope.Scope> {
-    return Effect.acquireRelease(
-      Effect.sync(() => {
-        this.fields = fields
-        this.ledger.holders.set(this.conn, this)
-      }),
-      () =>
-        Effect.suspend(() => {
-          if (this.ledger.holders.get(this.conn) === this) this.ledger.holders.delete(this.conn)
-          return Metric.update(Metrics.framesDropped.session_ended, this.stop("closing"))
-        })
-    )
+  track(fields: LogFields): void {
+    this.fields = fields
+    track(this.ledger, this.conn, this)
   }
 
   shed(): number {

@@ -5,7 +5,7 @@
  */
 import * as Effect from "effect/Effect"
 import * as Metric from "effect/Metric"
-import type { Holder, Shed } from "../connection/BufferLedger.ts"
+import { type BufferLedger, type Holder, type Shed, track } from "../connection/BufferLedger.ts"
 import type { PeerConnection } from "../connection/PeerConnection.ts"
 import * as CloseCodes from "../domain/CloseCodes.ts"
 import * as Log from "../observability/Log.ts"
@@ -18,14 +18,28 @@ import * as Metrics from "../observability/Metrics.ts"
  * that stopped reading, only sooner. Its slot enters grace as after any disconnect. Nothing is
  * counted as dropped: those envelopes were counted `phone_to_binary` when the buffer took them.
  */
-export const binaryHolder = (conn: PeerConnection, fields: Log.LogFields): Holder => ({
-  heldBytes: () => conn.pendingBytes(),
-  shed: () => {
-    conn.abort(CloseCodes.BinaryBacklogFull)
+class BinaryHolder implements Holder {
+  private readonly conn: PeerConnection
+  readonly fields: Log.LogFields
+
+  constructor(conn: PeerConnection, fields: Log.LogFields) {
+    this.conn = conn
+    this.fields = fields
+  }
+
+  heldBytes(): number {
+    return this.conn.pendingBytes()
+  }
+
+  shed(): number {
+    this.conn.abort(CloseCodes.BinaryBacklogFull)
     return 0
-  },
-  fields
-})
+  }
+}
+
+/** Tracks a binary's connection in the relay-wide ledger until its socket is gone. */
+export const trackBinary = (ledger: BufferLedger, conn: PeerConnection, fields: Log.LogFields): void =>
+  track(ledger, conn, new BinaryHolder(conn, fields))
 
 /** Counts the frames the shed connections dropped (`backlog_full`) and logs each shed. */
 export const reportShed = (shed: ReadonlyArray<Shed>): Effect.Effect<void> =>

@@ -25,7 +25,7 @@ import * as Stream from "effect/Stream"
 import { isUtf8 } from "node:buffer"
 import type * as Net from "node:net"
 import WebSocket from "ws"
-import type { BufferLedger } from "../connection/BufferLedger.ts"
+import { type BufferLedger, untrack } from "../connection/BufferLedger.ts"
 import { makeFlushTracker } from "../connection/FlushTracker.ts"
 import type { CloseInfo, Frame, PeerConnection } from "../connection/PeerConnection.ts"
 import type { CloseCode } from "../domain/CloseCodes.ts"
@@ -278,6 +278,7 @@ class WsConnection implements PeerConnection {
 
   private onClose(code: number): void {
     this.gone = true
+    untrack(this.ledger, this)
     this.failWrites()
     this.settlePongs(false)
     this.readEnded()

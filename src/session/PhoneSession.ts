@@ -55,6 +55,13 @@ const sendCloseNotice = (registry: RegistryShape, phone: PhoneHandle) =>
   })
 
 /**
+ * The session is over: whatever its outbox still queues (a session that failed or was
+ * interrupted with frames waiting) is dropped, released from the ledger and counted.
+ */
+const discardOutbox = (phone: PhoneHandle) =>
+  Effect.suspend(() => Metric.update(Metrics.framesDropped.session_ended, phone.outbox.stop("closing")))
+
+/**
  * After the forwarder ended: a typed failure closes the phone with its code, counts its drops and
  * waits for the socket to be gone. A forwarder that ended normally saw its socket close already.
  */
@@ -107,7 +114,7 @@ const setUpPhone = Effect.fnUntraced(
         envelopePrefix: envelopePrefix(connId),
         closedByBinary: false
       })),
-      (phone) => Effect.andThen(sendCloseNotice(registry, phone), registry.unregisterPhone(phone))
+      (phone) => Effect.andThen(discardOutbox(phone), Effect.andThen(sendCloseNotice(registry, phone), registry.unregisterPhone(phone)))
     ))
     if (Exit.isFailure(registered)) {
       const error = registered.cause.reasons.find((r) => r._tag === "Fail")?.error
@@ -125,7 +132,7 @@ const setUpPhone = Effect.fnUntraced(
     yield* Metric.update(Metrics.upgradeAttempts.client.accept, 1)
 
     const fields = { server_id: info.serverId, conn_id: phone.connId }
-    yield* outbox.track(fields)
+    outbox.track(fields)
     yield* watcher.watch(conn, watchOptions(config, fields, () => phoneWriteStalled(conn, outbox, fields)))
 
     const forwarding = forwardPhone(phone, { registry, ledger, binaryBudget: config.phoneOutboxBytes })

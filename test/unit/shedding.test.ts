@@ -8,12 +8,12 @@ import type * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
-import { type BufferLedger, type Holder, makeBufferLedger, makeRoom, track } from "../../src/connection/BufferLedger.ts"
+import { type BufferLedger, type Holder, makeBufferLedger, makeRoom } from "../../src/connection/BufferLedger.ts"
 import type { PeerConnection } from "../../src/connection/PeerConnection.ts"
 import * as CloseCodes from "../../src/domain/CloseCodes.ts"
 import { forwardPhone } from "../../src/forwarding/PhoneForwarder.ts"
 import * as Outbox from "../../src/forwarding/Outbox.ts"
-import { binaryHolder } from "../../src/forwarding/Shedding.ts"
+import { trackBinary } from "../../src/forwarding/Shedding.ts"
 import * as Metrics from "../../src/observability/Metrics.ts"
 import { makeRegistry } from "../../src/registry/Registry.ts"
 import { binaryHandle, count, isolated, phoneHandle, settle } from "../support/Core.ts"
@@ -111,12 +111,12 @@ interface Phone {
   readonly outbox: Outbox.Outbox
 }
 
-/** A phone whose outbox is tracked in `ledger` for the rest of the test's scope. */
+/** A phone whose outbox is tracked in `ledger` (until its connection is gone). */
 const phone = (ledger: BufferLedger, name: string, writes: WriteMode, budget = 1_000_000) =>
   Effect.gen(function*() {
     const conn = yield* makeFakeConnection({ writes, ledger })
     const outbox = Outbox.make({ conn, budget, ledger, scope: yield* Effect.scope })
-    yield* outbox.track({ conn_id: name })
+    outbox.track({ conn_id: name })
     return { conn, outbox } satisfies Phone
   })
 
@@ -203,7 +203,7 @@ describe("a phone's outbox under the relay-wide budget", () => {
     isolated(Effect.gen(function*() {
       const ledger = makeBufferLedger(10_000)
       const binaryConn = yield* makeFakeConnection({ writes: "stall", ledger })
-      yield* track(ledger, binaryConn, binaryHolder(binaryConn, { binary_conn_id: "b" }))
+      trackBinary(ledger, binaryConn, { binary_conn_id: "b" })
       binaryConn.send([Buffer.alloc(9000, 0x31)])
       const reader = yield* phone(ledger, "reader", "flush")
       const result = reader.outbox.offer(Buffer.alloc(2000, 0x32), 0)
@@ -214,6 +214,23 @@ describe("a phone's outbox under the relay-wide budget", () => {
     })))
 })
 
+describe("tracking", () => {
+  it.effect("a connection leaves the ledger's holders once its socket is gone; one already gone is never added", () =>
+    Effect.gen(function*() {
+      const ledger = makeBufferLedger(10_000)
+      const p = yield* phone(ledger, "p", "stall")
+      const binaryConn = yield* makeFakeConnection({ ledger })
+      trackBinary(ledger, binaryConn, { binary_conn_id: "b" })
+      assert.strictEqual(ledger.holders.size, 2)
+      p.conn.peerClose()
+      binaryConn.peerClose(1006)
+      assert.strictEqual(ledger.holders.size, 0)
+      p.outbox.track({ conn_id: "p" })
+      trackBinary(ledger, binaryConn, { binary_conn_id: "b" })
+      assert.strictEqual(ledger.holders.size, 0)
+    }))
+})
+
 describe("a phone's frames towards its binary under the relay-wide budget", () => {
   const setup = (ledger: BufferLedger) =>
     Effect.gen(function*() {
@@ -221,7 +238,7 @@ describe("a phone's frames towards its binary under the relay-wide budget", () =
       const binaryConn = yield* makeFakeConnection({ writes: "stall", ledger })
       const binary = binaryHandle("s", binaryConn)
       yield* registry.claim(binary)
-      yield* track(ledger, binaryConn, binaryHolder(binaryConn, { binary_conn_id: binary.connId }))
+      trackBinary(ledger, binaryConn, { binary_conn_id: binary.connId })
       const conn = yield* makeFakeConnection()
       const sender = yield* registry.registerPhone("s", phoneHandle(conn, { ledger }))
       return { registry, binaryConn, conn, sender }
