@@ -53,6 +53,12 @@ export interface PeerConnection {
   readonly close: (close: CloseCode) => Effect.Effect<void>
   /** Destroys the socket at once. */
   readonly terminate: Effect.Effect<void>
+  /**
+   * Sheds the connection (SPEC §7.4): sends this close frame (best effort: behind unflushed bytes
+   * it never gets through) and destroys the socket at once. Synchronous: every unflushed byte is
+   * given up — released from the ledger, every flush waiter told `false` — before it returns.
+   */
+  readonly abort: (close: CloseCode) => void
   /** Resolves when the socket is fully gone. */
   readonly closed: Effect.Effect<CloseInfo>
   /** Clock time (ms) the message being received started, or `undefined` between messages. */

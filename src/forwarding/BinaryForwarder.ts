@@ -24,6 +24,7 @@ import { PushWake, type PushWakeShape } from "../push/PushWake.ts"
 import type { BinaryHandle, PhoneHandle } from "../registry/Handles.ts"
 import type { RegistryShape } from "../registry/Registry.ts"
 import type { StopReason } from "./Outbox.ts"
+import { reportShed } from "./Shedding.ts"
 
 const REFUSED_REASON: Record<StopReason, Metrics.DropReason> = {
   backlog_full: "backlog_full",
@@ -113,6 +114,7 @@ const route = (
         phone.closedByBinary = true
         report.events.push(Log.info("phone closed by binary", { ...binaryFields(binary), conn_id: phone.connId, close_code: code }))
       }
+      if (result.shed.length > 0) report.events.push(reportShed(result.shed))
       if (result._tag === "Accepted") report.touched.add(phone)
       if (result._tag === "Overflow") {
         drop(report, "backlog_full", result.dropped)

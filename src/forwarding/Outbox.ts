@@ -20,10 +20,11 @@
 import type * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
-import { type BufferLedger, fits } from "../connection/BufferLedger.ts"
+import { type BufferLedger, fits, type Holder, makeRoom, type Shed, track } from "../connection/BufferLedger.ts"
 import type { PeerConnection } from "../connection/PeerConnection.ts"
 import * as CloseCodes from "../domain/CloseCodes.ts"
 import { PhoneWriteFailed } from "../domain/Errors.ts"
+import type { LogFields } from "../observability/Log.ts"
 import * as Metrics from "../observability/Metrics.ts"
 
 export const ITEM_OVERHEAD = 64
@@ -35,15 +36,27 @@ const WRITE_HIGH_WATER = 256 * 1024
 /** Why an outbox stopped accepting: decides how refused enqueues are counted. */
 export type StopReason = "backlog_full" | "phone_write_failed" | "closing"
 
+/**
+ * `shed`: other connections shed to make room for this offer under the relay-wide budget (SPEC
+ * §7.4), whichever way it ended; their dropped frames are the caller's to count and log.
+ */
 export type OfferResult =
-  | { readonly _tag: "Accepted" }
+  | { readonly _tag: "Accepted"; readonly shed: ReadonlyArray<Shed> }
   | { readonly _tag: "Refused"; readonly reason: StopReason }
   /** This offer overflowed: the outbox stopped, `dropped` items (this one included) were dropped; close the phone with `close`. */
-  | { readonly _tag: "Overflow"; readonly dropped: number; readonly close: CloseCodes.CloseCode }
+  | {
+    readonly _tag: "Overflow"
+    readonly dropped: number
+    readonly close: CloseCodes.CloseCode
+    readonly shed: ReadonlyArray<Shed>
+  }
 
-const ACCEPTED: OfferResult = { _tag: "Accepted" }
+const NONE_SHED: ReadonlyArray<Shed> = []
+const NO_FIELDS: LogFields = {}
+const ACCEPTED: OfferResult = { _tag: "Accepted", shed: NONE_SHED }
 
-export interface Outbox {
+/** An outbox is its phone's share of the relay-wide ledger (`Holder`) once it is tracked. */
+export interface Outbox extends Holder {
   /** `frame`: the frame's bytes (valid for the current routing pass: the outbox keeps a copy if it must wait). */
   readonly offer: (frame: Buffer | undefined, closeCode: number) => OfferResult
   /**
@@ -65,6 +78,20 @@ export interface Outbox {
   readonly usedBytes: () => number
   /** Whether the forked writer died with a defect (it closed the phone 1011 `internal error`). */
   readonly writerDied: () => boolean
+  /** Bytes this phone holds in the relay-wide ledger: queued items and its socket's unflushed bytes. */
+  readonly heldBytes: () => number
+  /**
+   * Sheds the phone (SPEC §7.4): stops the outbox, drops what is queued and aborts the socket, so
+   * every byte it held is released before this returns; closed `1011 phone backlog full` (or a
+   * queued directive's code). Returns the queued frames dropped (the caller counts them);
+   * frames in flight are counted here, as `backlog_full`, when the socket gives them up.
+   */
+  readonly shed: () => number
+  /**
+   * Tracks the outbox in the relay-wide ledger as the phone `fields` name, until its socket is
+   * gone, so the phone can be shed — and can shed larger backlogs — when the budget is full.
+   */
+  readonly track: (fields: LogFields) => void
 }
 
 /**
@@ -92,12 +119,16 @@ class PhoneOutbox implements Outbox {
   private ended = false
   /** Set by a flush callback when the socket failed under a batch: the writer ends. */
   private failed = false
+  /** Set once the phone is shed: frames the socket gives up then were dropped by the shed. */
+  private shedding = false
   private writing = false
   private readonly scope: Scope.Scope
   /** Set when the forked writer died with a defect (its session reports it). */
   private died = false
   /** The context (metric registry) counting happens in; set by the first flush or writer. */
   private context: Context.Context<never> | undefined
+  /** Who the phone is, for the log line if it is shed; set once it is tracked. */
+  fields: LogFields = NO_FIELDS
 
   constructor(conn: PeerConnection, budget: number, ledger: BufferLedger, scope: Scope.Scope) {
     this.conn = conn
@@ -125,13 +156,14 @@ class PhoneOutbox implements Outbox {
     if (this.refusing !== undefined) return { _tag: "Refused", reason: this.refusing }
     const bytes = frame === undefined ? 0 : frame.length
     const cost = bytes + ITEM_OVERHEAD
-    if (this.used + cost > this.budget || !fits(this.ledger, cost)) {
-      const dropped = this.stop("backlog_full") + (frame === undefined ? 0 : 1)
-      return {
-        _tag: "Overflow",
-        dropped,
-        close: closeCode === 0 ? CloseCodes.PhoneBacklogFull : { code: closeCode, reason: "" }
-      }
+    let shed = NONE_SHED
+    if (this.used + cost > this.budget) return this.overflow(frame, closeCode, shed)
+    if (!fits(this.ledger, cost)) {
+      // The relay-wide budget is full: the largest backlogs are shed first, this phone only if
+      // it holds the largest itself (SPEC §7.4).
+      const room = makeRoom(this.ledger, cost, this.conn)
+      shed = room.shed
+      if (!room.fits) return this.overflow(frame, closeCode, shed)
     }
     this.used += cost
     this.queuedCost += cost
@@ -145,7 +177,34 @@ class PhoneOutbox implements Outbox {
       this.directive = closeCode
       this.refusing = "closing"
     }
-    return ACCEPTED
+    return shed === NONE_SHED ? ACCEPTED : { _tag: "Accepted", shed }
+  }
+
+  private overflow(frame: Buffer | undefined, closeCode: number, shed: ReadonlyArray<Shed>): OfferResult {
+    const dropped = this.stop("backlog_full") + (frame === undefined ? 0 : 1)
+    return {
+      _tag: "Overflow",
+      dropped,
+      close: closeCode === 0 ? CloseCodes.PhoneBacklogFull : { code: closeCode, reason: "" },
+      shed
+    }
+  }
+
+  heldBytes(): number {
+    return this.queuedCost + this.conn.pendingBytes()
+  }
+
+  track(fields: LogFields): void {
+    this.fields = fields
+    track(this.ledger, this.conn, this)
+  }
+
+  shed(): number {
+    const directive = this.directive
+    this.shedding = true
+    const dropped = this.stop("backlog_full")
+    this.conn.abort(directive === 0 ? CloseCodes.PhoneBacklogFull : { code: directive, reason: "" })
+    return dropped
   }
 
   /**
@@ -245,7 +304,8 @@ class PhoneOutbox implements Outbox {
       this.used -= cost
       if (!ok) {
         // Frames the socket never flushed are dropped, whoever closed it.
-        if (this.context !== undefined) Metrics.framesDropped.phone_write_failed.updateUnsafe(frames, this.context)
+        const reason = this.shedding ? "backlog_full" : "phone_write_failed"
+        if (this.context !== undefined) Metrics.framesDropped[reason].updateUnsafe(frames, this.context)
         this.failed = true
         // The socket failed: whatever is still queued will never be written.
         if (!this.writing) this.dropAll()

@@ -8,14 +8,15 @@
 import type * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Stream from "effect/Stream"
-import { type BufferLedger, fits } from "../connection/BufferLedger.ts"
-import type { Frame } from "../connection/PeerConnection.ts"
+import { type BufferLedger, fits, makeRoom } from "../connection/BufferLedger.ts"
+import type { Frame, PeerConnection } from "../connection/PeerConnection.ts"
 import { wrap } from "../domain/Envelope.ts"
 import { isJson } from "../domain/JsonBytes.ts"
 import { BinaryWriteFailed, InvalidJson, NoBinary } from "../domain/Errors.ts"
 import * as Metrics from "../observability/Metrics.ts"
 import type { PhoneHandle } from "../registry/Handles.ts"
 import type { RegistryShape } from "../registry/Registry.ts"
+import { reportShed } from "./Shedding.ts"
 
 export type PhoneForwardError = InvalidJson | NoBinary | BinaryWriteFailed
 
@@ -26,11 +27,16 @@ export interface PhoneForwarderDeps {
   readonly binaryBudget: number
 }
 
-/** Writes envelopes to the binary that served this phone, as one ordered batch; counts on success. */
+/**
+ * Writes envelopes to the binary that served this phone, as one ordered batch; counts on
+ * success. A failure stands for the whole read batch (`batchFrames`): nothing of it is forwarded
+ * and the session ends, so the failure counts every one of its frames, valid or not.
+ */
 const writeToBinary = (
   phone: PhoneHandle,
   envelopes: ReadonlyArray<Frame>,
   bytes: number,
+  batchFrames: number,
   deps: PhoneForwarderDeps,
   context: Context.Context<never>
 ): Effect.Effect<void, NoBinary | BinaryWriteFailed> => {
@@ -41,12 +47,28 @@ const writeToBinary = (
   if (
     binary === undefined || binary !== phone.servedBy || !binary.conn.isOpen() ||
     deps.registry.phoneFor(phone.serverId, phone.connId) !== phone
-  ) return Effect.fail(new NoBinary({ frames: envelopes.length }))
-  if (
-    binary.conn.pendingBytes() + bytes > deps.binaryBudget ||
-    !fits(deps.ledger, bytes) ||
-    !binary.conn.send(envelopes)
-  ) return Effect.fail(new BinaryWriteFailed({ frames: envelopes.length }))
+  ) return Effect.fail(new NoBinary({ frames: batchFrames }))
+  if (binary.conn.pendingBytes() + bytes > deps.binaryBudget) return Effect.fail(new BinaryWriteFailed({ frames: batchFrames }))
+  if (!fits(deps.ledger, bytes)) {
+    // The relay-wide budget is full: the largest backlogs are shed first; when the binary holds
+    // the largest itself, this phone's frame is the one that cannot be delivered (SPEC §7.4, §4.4).
+    const room = makeRoom(deps.ledger, bytes, binary.conn)
+    const written: Effect.Effect<void, BinaryWriteFailed> = room.fits
+      ? send(binary.conn, envelopes, bytes, batchFrames, context)
+      : Effect.fail(new BinaryWriteFailed({ frames: batchFrames }))
+    return room.shed.length === 0 ? written : Effect.andThen(reportShed(room.shed), written)
+  }
+  return send(binary.conn, envelopes, bytes, batchFrames, context)
+}
+
+const send = (
+  conn: PeerConnection,
+  envelopes: ReadonlyArray<Frame>,
+  bytes: number,
+  batchFrames: number,
+  context: Context.Context<never>
+): Effect.Effect<void, BinaryWriteFailed> => {
+  if (!conn.send(envelopes)) return Effect.fail(new BinaryWriteFailed({ frames: batchFrames }))
   Metrics.framesForwardedPhoneToBinary.updateUnsafe(envelopes.length, context)
   Metrics.bytesForwardedPhoneToBinary.updateUnsafe(bytes, context)
   return Effect.void
@@ -75,7 +97,7 @@ const forwardBatch = (
     envelopes.push(wrap(prefix, message))
     bytes += prefix.length + message.length + 1
   }
-  const written = envelopes.length === 0 ? Effect.void : writeToBinary(phone, envelopes, bytes, deps, context)
+  const written = envelopes.length === 0 ? Effect.void : writeToBinary(phone, envelopes, bytes, batch.length, deps, context)
   return invalidAt === -1
     ? written
     : Effect.andThen(written, Effect.fail(new InvalidJson({ frames: batch.length - invalidAt })))

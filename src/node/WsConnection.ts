@@ -25,7 +25,7 @@ import * as Stream from "effect/Stream"
 import { isUtf8 } from "node:buffer"
 import type * as Net from "node:net"
 import WebSocket from "ws"
-import type { BufferLedger } from "../connection/BufferLedger.ts"
+import { type BufferLedger, untrack } from "../connection/BufferLedger.ts"
 import { makeFlushTracker } from "../connection/FlushTracker.ts"
 import type { CloseInfo, Frame, PeerConnection } from "../connection/PeerConnection.ts"
 import type { CloseCode } from "../domain/CloseCodes.ts"
@@ -282,6 +282,7 @@ class WsConnection implements PeerConnection {
 
   private onClose(code: number): void {
     this.gone = true
+    untrack(this.ledger, this)
     this.failWrites()
     this.settlePongs(false)
     this.readEnded()
@@ -296,6 +297,20 @@ class WsConnection implements PeerConnection {
     return Effect.sync(() => {
       if (!this.gone) this.ws.terminate()
     })
+  }
+
+  abort(c: CloseCode): void {
+    if (this.gone) return
+    if (this.ws.readyState === WebSocket.OPEN) {
+      this.closeStartedByRelay = true
+      this.uncork()
+      this.ws.close(c.code, c.reason)
+    }
+    // Gone for writing from here: the socket's later write callbacks (all failures once it is
+    // destroyed) must not release these bytes a second time; `onClose` still completes the end.
+    this.gone = true
+    this.ws.terminate()
+    this.failWrites()
   }
 
   close(c: CloseCode): Effect.Effect<void> {

@@ -22,6 +22,7 @@ export type LogEvent =
   | "phone closed by binary"
   | "envelope dropped"
   | "frame dropped"
+  | "backlog shed"
   | "push wake dropped"
   | "push wake sent"
   | "push wake failed"

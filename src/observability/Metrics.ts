@@ -43,6 +43,11 @@ export type DropReason =
   | "unknown_conn_id"
   | "backlog_full"
   | "phone_write_failed"
+  // Frames an outbox discarded because its phone was closed from outside or its session ended.
+  | "evicted"
+  | "grace_expired"
+  | "shutdown"
+  | "session_ended"
 
 const dropDirection: Record<DropReason, "phone_to_binary" | "binary_to_phone"> = {
   no_binary: "phone_to_binary",
@@ -51,7 +56,11 @@ const dropDirection: Record<DropReason, "phone_to_binary" | "binary_to_phone"> =
   malformed_envelope: "binary_to_phone",
   unknown_conn_id: "binary_to_phone",
   backlog_full: "binary_to_phone",
-  phone_write_failed: "binary_to_phone"
+  phone_write_failed: "binary_to_phone",
+  evicted: "binary_to_phone",
+  grace_expired: "binary_to_phone",
+  shutdown: "binary_to_phone",
+  session_ended: "binary_to_phone"
 }
 
 const FRAMES_DROPPED = "pyrycode_relay_frames_dropped_total"

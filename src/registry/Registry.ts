@@ -105,14 +105,18 @@ export class Registry extends Context.Service<Registry, RegistryShape>()("pyryco
 
 const GONE: ClaimResult = { _tag: "Gone" }
 
-const evict = (phones: Iterable<PhoneHandle>, close: CloseCodes.CloseCode): Effect.Effect<void> =>
+/** Closes phones from outside; the frames their outboxes discard are counted under `dropped`. */
+const evict = (
+  phones: Iterable<PhoneHandle>,
+  close: CloseCodes.CloseCode,
+  dropped: Metrics.DropReason
+): Effect.Effect<void> =>
   Effect.forEach(
     phones,
     (phone) =>
-      Effect.suspend(() => {
-        phone.outbox.stop("closing")
-        return phone.conn.close(close)
-      }),
+      Effect.suspend(() =>
+        Effect.andThen(Metric.update(Metrics.framesDropped[dropped], phone.outbox.stop("closing")), phone.conn.close(close))
+      ),
     { concurrency: "unbounded", discard: true }
   )
 
@@ -163,7 +167,7 @@ export const makeRegistry = (options: {
         const phones = takePhones(slot)
         return Effect.gen(function*() {
           yield* publishCounts
-          yield* evict(phones, CloseCodes.Normal)
+          yield* evict(phones, CloseCodes.Normal, "grace_expired")
           yield* Metric.update(Metrics.graceExpiries, 1)
           yield* Log.info("grace expired", { server_id: serverId, binary_conn_id: slot.binary.connId })
         })
@@ -194,7 +198,7 @@ export const makeRegistry = (options: {
           const phones = takePhones(slot)
           return Effect.gen(function*() {
             yield* publishCounts
-            yield* evict(phones, CloseCodes.Reclaimed)
+            yield* evict(phones, CloseCodes.Reclaimed, "evicted")
             yield* Metric.update(Metrics.graceReclaims, 1)
             yield* Log.info("grace reclaimed", fields)
             return { _tag: "Reclaimed" } as const
@@ -215,7 +219,7 @@ export const makeRegistry = (options: {
         const phones = takePhones(slot)
         return Effect.gen(function*() {
           yield* publishCounts
-          yield* Effect.all([evict(phones, CloseCodes.Reclaimed), incumbent.conn.close(CloseCodes.HeartbeatTimeout)], {
+          yield* Effect.all([evict(phones, CloseCodes.Reclaimed, "evicted"), incumbent.conn.close(CloseCodes.HeartbeatTimeout)], {
             concurrency: "unbounded",
             discard: true
           })
@@ -316,7 +320,7 @@ export const makeRegistry = (options: {
           for (const phone of slot.phones.values()) phones.push(phone)
         }
         return Effect.all([
-          evict(phones, close),
+          evict(phones, close, "shutdown"),
           Effect.forEach(binaries, (binary) => binary.conn.close(close), { concurrency: "unbounded", discard: true })
         ], { concurrency: "unbounded", discard: true })
       })

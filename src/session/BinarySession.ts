@@ -9,11 +9,13 @@ import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import type * as Exit from "effect/Exit"
 import * as Metric from "effect/Metric"
+import { Ledger } from "../connection/BufferLedger.ts"
 import type { PeerConnection } from "../connection/PeerConnection.ts"
 import { RelayConfig } from "../config/RelayConfig.ts"
 import * as CloseCodes from "../domain/CloseCodes.ts"
 import { binaryConnId } from "../domain/ConnId.ts"
 import { forwardBinary } from "../forwarding/BinaryForwarder.ts"
+import { trackBinary } from "../forwarding/Shedding.ts"
 import { probe } from "../liveness/ConflictProbe.ts"
 import { ConnectionWatcher, watchOptions } from "../liveness/ConnectionWatcher.ts"
 import * as Log from "../observability/Log.ts"
@@ -128,6 +130,7 @@ export const setUpBinary = Effect.fnUntraced(
     yield* Metric.update(Metrics.upgradeAttempts.server.accept, 1)
 
     const fields = { server_id: binary.serverId, binary_conn_id: binary.connId }
+    trackBinary(yield* Ledger, conn, fields)
     yield* watcher.watch(
       conn,
       watchOptions(config, fields, () => Effect.andThen(Log.warn("write stalled", fields), conn.terminate))

@@ -73,7 +73,7 @@ const leave = (
     label,
     Effect.ensuring(
       Effect.andThen(
-        endConnection(phone.conn, label, exit, closeTimeout),
+        Effect.andThen(discardOutbox(phone), endConnection(phone.conn, label, exit, closeTimeout)),
         Effect.andThen(
           phone.outbox.writerDied() ? reportFailure(label, "outbox writer died") : Effect.void,
           sendCloseNotice(registry, phone)
@@ -82,6 +82,13 @@ const leave = (
       registry.unregisterPhone(phone)
     )
   )
+
+/**
+ * The session is over: whatever its outbox still queues (a session that failed or was
+ * interrupted with frames waiting) is dropped, released from the ledger and counted.
+ */
+const discardOutbox = (phone: PhoneHandle) =>
+  Effect.suspend(() => Metric.update(Metrics.framesDropped.session_ended, phone.outbox.stop("closing")))
 
 /**
  * After the forwarder ended: a typed failure closes the phone with its code, counts its drops and
@@ -99,9 +106,14 @@ const forwardingEnded = (
     const error = forwarded.cause.reasons.find((r) => r._tag === "Fail")?.error
     if (error === undefined) return Effect.asVoid(conn.closed)
     const [close, reason] = failureOutcome(error)
-    outbox.stop("closing")
+    // What the phone's outbox still holds is discarded with the session.
+    const discarded = outbox.stop("closing")
     return Effect.andThen(
-      Effect.andThen(Metric.update(Metrics.framesDropped[reason], error.frames), conn.close(close)),
+      Effect.all([
+        Metric.update(Metrics.framesDropped[reason], error.frames),
+        Metric.update(Metrics.framesDropped.session_ended, discarded),
+        conn.close(close)
+      ], { discard: true }),
       conn.closed
     )
   })
@@ -152,6 +164,7 @@ export const setUpPhone = Effect.fnUntraced(
     yield* Metric.update(Metrics.upgradeAttempts.client.accept, 1)
 
     const fields = { server_id: info.serverId, conn_id: phone.connId }
+    outbox.track(fields)
     yield* watcher.watch(conn, watchOptions(config, fields, () => phoneWriteStalled(conn, outbox, fields)))
 
     const forwarding = forwardPhone(phone, { registry, ledger, binaryBudget: config.phoneOutboxBytes })

@@ -28,6 +28,10 @@ type DropReason =
   | "unknown_conn_id"
   | "backlog_full"
   | "phone_write_failed"
+  | "evicted"
+  | "grace_expired"
+  | "shutdown"
+  | "session_ended"
 
 const DIRECTIONS: ReadonlyArray<Direction> = ["phone_to_binary", "binary_to_phone"]
 const OUTCOMES: ReadonlyArray<Outcome> = [
@@ -45,7 +49,11 @@ const DROP_DIRECTION: Record<DropReason, Direction> = {
   malformed_envelope: "binary_to_phone",
   unknown_conn_id: "binary_to_phone",
   backlog_full: "binary_to_phone",
-  phone_write_failed: "binary_to_phone"
+  phone_write_failed: "binary_to_phone",
+  evicted: "binary_to_phone",
+  grace_expired: "binary_to_phone",
+  shutdown: "binary_to_phone",
+  session_ended: "binary_to_phone"
 }
 const KINDS = ["no_server", "server_in_use", "phones_at_cap", "ratelimit"] as const
 const REJECT_REASONS = ["conn_cap", "per_ip_cap", "handshake_timeout", "draining"] as const

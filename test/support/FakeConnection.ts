@@ -15,7 +15,7 @@ import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Queue from "effect/Queue"
 import * as Stream from "effect/Stream"
-import type { BufferLedger } from "../../src/connection/BufferLedger.ts"
+import { type BufferLedger, untrack } from "../../src/connection/BufferLedger.ts"
 import type { CloseInfo, PeerConnection } from "../../src/connection/PeerConnection.ts"
 import type { CloseCode } from "../../src/domain/CloseCodes.ts"
 import { ConnectionLost } from "../../src/domain/Errors.ts"
@@ -87,7 +87,10 @@ export const makeFakeConnection = (options: {
     const end = (info: CloseInfo) => {
       if (gone) return
       gone = true
-      if (ledger !== undefined) ledger.bytes -= pending
+      if (ledger !== undefined) {
+        ledger.bytes -= pending
+        untrack(ledger, fake)
+      }
       pending = 0
       tracker.fail()
       settle(flushWaiters, false)
@@ -171,6 +174,13 @@ export const makeFakeConnection = (options: {
           closedWith = close
           if (options.answersClose !== false) end({ code: close.code, byRelay: true })
         }),
+      abort: (close) => {
+        closeCalls.push(close)
+        if (gone) return
+        closedWith = close
+        terminated = true
+        end({ code: close.code, byRelay: true })
+      },
       terminate: Effect.sync(() => {
         terminated = true
         end({ code: 1006, byRelay: closedWith !== undefined })

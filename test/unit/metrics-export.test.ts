@@ -21,7 +21,11 @@ const dropReasons: ReadonlyArray<readonly [string, string]> = [
   ["binary_to_phone", "malformed_envelope"],
   ["binary_to_phone", "unknown_conn_id"],
   ["binary_to_phone", "backlog_full"],
-  ["binary_to_phone", "phone_write_failed"]
+  ["binary_to_phone", "phone_write_failed"],
+  ["binary_to_phone", "evicted"],
+  ["binary_to_phone", "grace_expired"],
+  ["binary_to_phone", "shutdown"],
+  ["binary_to_phone", "session_ended"]
 ]
 const outcomes = ["accept", "reject_headers", "reject_409", "reject_404", "reject_429", "reject_rate_limit"]
 

@@ -117,7 +117,7 @@ describe("outbox", () => {
       const { conn, ledger, outbox } = yield* setup({ writes: "stall" })
       offer(outbox, "1", 0)
       offer(outbox, "2", 0)
-      assert.deepStrictEqual(offer(outbox, "\"bye\"", 4000), { _tag: "Accepted" })
+      assert.deepStrictEqual(offer(outbox, "\"bye\"", 4000), { _tag: "Accepted", shed: [] })
       const writer = yield* runWriter(outbox)
       assert.deepStrictEqual(conn.sent, ["1", "2", "\"bye\""])
       assert.strictEqual(conn.closeCalls.length, 0) // not before they are written
@@ -151,7 +151,7 @@ describe("outbox", () => {
   it.effect("frames and directives after a directive are refused", () =>
     isolated(Effect.gen(function*() {
       const { conn, outbox } = yield* setup()
-      assert.deepStrictEqual(offer(outbox, undefined, 4000), { _tag: "Accepted" })
+      assert.deepStrictEqual(offer(outbox, undefined, 4000), { _tag: "Accepted", shed: [] })
       assert.deepStrictEqual(offer(outbox, "1", 0), { _tag: "Refused", reason: "closing" })
       assert.deepStrictEqual(offer(outbox, "2", 4001), { _tag: "Refused", reason: "closing" })
       yield* Fiber.join(yield* runWriter(outbox))
@@ -163,10 +163,10 @@ describe("outbox", () => {
     isolated(Effect.gen(function*() {
       const { ledger, outbox } = yield* setup({ budget: 1000 })
       const big = frame(0, 300)
-      assert.deepStrictEqual(offer(outbox, big, 0), { _tag: "Accepted" })
-      assert.deepStrictEqual(offer(outbox, big, 0), { _tag: "Accepted" })
+      assert.deepStrictEqual(offer(outbox, big, 0), { _tag: "Accepted", shed: [] })
+      assert.deepStrictEqual(offer(outbox, big, 0), { _tag: "Accepted", shed: [] })
       assert.strictEqual(outbox.usedBytes(), 2 * cost(big))
-      assert.deepStrictEqual(offer(outbox, big, 0), { _tag: "Overflow", dropped: 3, close: CloseCodes.PhoneBacklogFull })
+      assert.deepStrictEqual(offer(outbox, big, 0), { _tag: "Overflow", dropped: 3, close: CloseCodes.PhoneBacklogFull, shed: [] })
       assert.deepStrictEqual(offer(outbox, big, 0), { _tag: "Refused", reason: "backlog_full" })
       assert.deepStrictEqual(offer(outbox, "1", 0), { _tag: "Refused", reason: "backlog_full" })
       assert.deepStrictEqual(offer(outbox, "1", 4000), { _tag: "Refused", reason: "backlog_full" })
@@ -184,7 +184,7 @@ describe("outbox", () => {
       assert.deepStrictEqual(conn.sent, [big, big]) // in flight, not flushed
       assert.strictEqual(outbox.usedBytes(), 2 * cost(big))
       // Nothing is queued any more, yet the in-flight bytes still fill the budget.
-      assert.deepStrictEqual(offer(outbox, big, 0), { _tag: "Overflow", dropped: 1, close: CloseCodes.PhoneBacklogFull })
+      assert.deepStrictEqual(offer(outbox, big, 0), { _tag: "Overflow", dropped: 1, close: CloseCodes.PhoneBacklogFull, shed: [] })
     })))
 
   it.effect("a flushed item frees its budget", () =>
@@ -192,7 +192,7 @@ describe("outbox", () => {
       const { outbox } = yield* setup({ budget: 1000 })
       const big = frame(0, 300)
       for (let i = 0; i < 20; i++) {
-        assert.deepStrictEqual(offer(outbox, big, 0), { _tag: "Accepted" })
+        assert.deepStrictEqual(offer(outbox, big, 0), { _tag: "Accepted", shed: [] })
         yield* deliver(outbox)
       }
       assert.strictEqual(yield* count(Metrics.framesForwardedBinaryToPhone), 20)
@@ -202,7 +202,7 @@ describe("outbox", () => {
     isolated(Effect.gen(function*() {
       const text = JSON.stringify("é🎉".repeat(10)) // 62 bytes, 32 UTF-16 units
       const { ledger, outbox } = yield* setup({ budget: cost(text) * 2 - 1 })
-      assert.deepStrictEqual(offer(outbox, text, 0), { _tag: "Accepted" })
+      assert.deepStrictEqual(offer(outbox, text, 0), { _tag: "Accepted", shed: [] })
       assert.strictEqual(outbox.usedBytes(), Buffer.byteLength(text) + 64)
       assert.strictEqual(ledger.bytes, Buffer.byteLength(text) + 64)
       assert.strictEqual(offer(outbox, text, 0)._tag, "Overflow")
@@ -211,11 +211,12 @@ describe("outbox", () => {
   it.effect("an overflowing directive reports the directive's code", () =>
     isolated(Effect.gen(function*() {
       const { outbox } = yield* setup({ budget: 1000 })
-      assert.deepStrictEqual(offer(outbox, frame(0, 900), 0), { _tag: "Accepted" })
+      assert.deepStrictEqual(offer(outbox, frame(0, 900), 0), { _tag: "Accepted", shed: [] })
       assert.deepStrictEqual(offer(outbox, frame(1, 100), 4001), {
         _tag: "Overflow",
         dropped: 2,
-        close: { code: 4001, reason: "" }
+        close: { code: 4001, reason: "" },
+        shed: []
       })
     })))
 
@@ -224,9 +225,9 @@ describe("outbox", () => {
       const ledger = makeBufferLedger(500)
       const { outbox } = yield* setup({ ledger })
       const big = frame(0, 300)
-      assert.deepStrictEqual(offer(outbox, big, 0), { _tag: "Accepted" })
+      assert.deepStrictEqual(offer(outbox, big, 0), { _tag: "Accepted", shed: [] })
       assert.strictEqual(ledger.bytes, cost(big))
-      assert.deepStrictEqual(offer(outbox, big, 0), { _tag: "Overflow", dropped: 2, close: CloseCodes.PhoneBacklogFull })
+      assert.deepStrictEqual(offer(outbox, big, 0), { _tag: "Overflow", dropped: 2, close: CloseCodes.PhoneBacklogFull, shed: [] })
       assert.strictEqual(ledger.bytes, 0)
     })))
 
