@@ -42,6 +42,7 @@ import { ConnectionCaps } from "../limits/ConnectionCaps.ts"
 import { RateLimiter } from "../limits/RateLimiter.ts"
 import { ConnectionWatcher } from "../liveness/ConnectionWatcher.ts"
 import type { Endpoint } from "../observability/Metrics.ts"
+import { ConnectionHold, holding } from "./ConnectionHold.ts"
 import { afterEarlierResponses } from "./EarlierResponses.ts"
 import { type DistinctHeaders, endpointOf, handshakeRefusal, hasRequiredHeaders, headerValue, pathOf } from "./UpgradeGate.ts"
 import { bindPublic, closeServer, ListenError } from "./Listener.ts"
@@ -169,9 +170,10 @@ const make = Effect.gen(function*() {
 
   /**
    * The gate (SPEC §1.2 order: rate limit, caps, required headers, handshake), then the upgrade;
-   * returns the session to run. Runs inside the connection's scope (`onUpgrade`), which owns
-   * the cap slot: held for the handler's whole life, rejects and probe included (§7.2), and
-   * released however the handler ends — a refusal, a session's end, a defect or interruption.
+   * returns the session to run. What it takes it records in `hold` (`holding` in `onUpgrade`
+   * gives it back): the cap slot is held for the handler's whole life, rejects and probe
+   * included (§7.2), and released however the handler ends — a refusal, a session's end, a
+   * defect or interruption.
    *
    * A generator function made once per server, not per connection (each `Effect.gen` call would
    * give every suspended connection its own prototype). It *returns* what runs next (flattened),
@@ -179,7 +181,7 @@ const make = Effect.gen(function*() {
    * session keeps only the few header values it needs and the socket.
    */
   const handleUpgrade = Effect.fnUntraced(
-    function*(req: Http.IncomingMessage, socket: Stream.Duplex, head: Buffer) {
+    function*(hold: ConnectionHold, req: Http.IncomingMessage, socket: Stream.Duplex, head: Buffer) {
       // Whatever this request gets, 101 or a refusal, follows the responses owed before it.
       if (!(yield* afterEarlierResponses(socket))) return Effect.void
       const endpoint = endpointOf(pathOf(req.url))
@@ -195,12 +197,13 @@ const make = Effect.gen(function*() {
         yield* Log.warn("rate limited", ip === undefined ? {} : { remote: ip })
         return rejected(socket, 429)
       }
-      const admission = yield* caps.acquireScoped(ip)
+      const admission = caps.tryAcquire(ip)
       if (admission._tag === "Rejected") {
         yield* Metric.update(Metrics.connectionsRejected[admission.reason], 1)
         yield* Log.warn("connection cap reached", { reason: admission.reason, ...(ip === undefined ? {} : { remote: ip }) })
         return rejected(socket, 503)
       }
+      hold.admit(admission) // in the same synchronous step as the acquisition
       const headers = req.headersDistinct
       if (!hasRequiredHeaders(endpoint, headers)) {
         yield* Metric.update(Metrics.upgradeAttempts[endpoint].reject_headers, 1)
@@ -212,7 +215,7 @@ const make = Effect.gen(function*() {
       const start = sessionStart(endpoint, headers)
       const ws = yield* upgrade(req, socket, head)
       if (ws === undefined) return Effect.void
-      yield* Effect.acquireRelease(Effect.sync(() => sockets.add(ws)), () => Effect.sync(() => sockets.delete(ws)))
+      hold.track(ws)
       return session(start, ws)
     }
   )
@@ -229,9 +232,8 @@ const make = Effect.gen(function*() {
   const onRequest = yield* NodeHttpServer.makeHandler(app, { scope: requests })
   const onUpgrade = (req: Http.IncomingMessage, socket: Stream.Duplex, head: Buffer) => {
     socket.on("error", ignoreError)
-    // The connection's scope: the gate's cap slot and the socket's place in `sockets` are its
-    // finalizers, so nothing is released by hand.
-    runSession(Effect.scoped(Effect.flatten(handleUpgrade(req, socket, head))))
+    const hold = new ConnectionHold(sockets)
+    runSession(holding(hold, handleUpgrade(hold, req, socket, head)))
   }
   server.on("request", onRequest)
   server.on("upgrade", onUpgrade)
