@@ -43,7 +43,9 @@ import { ConnectionCaps } from "../limits/ConnectionCaps.ts"
 import { RateLimiter } from "../limits/RateLimiter.ts"
 import { ConnectionWatcher } from "../liveness/ConnectionWatcher.ts"
 import type { Endpoint } from "../observability/Metrics.ts"
-import { endpointOf, hasRequiredHeaders, headerValue, pathOf } from "./UpgradeGate.ts"
+import { ConnectionHold, holding } from "./ConnectionHold.ts"
+import { afterEarlierResponses } from "./EarlierResponses.ts"
+import { type DistinctHeaders, endpointOf, handshakeRefusal, hasRequiredHeaders, headerValue, pathOf } from "./UpgradeGate.ts"
 import { bindPublic, closeServer, ListenError } from "./Listener.ts"
 import { AppRoutes } from "./AppRoutes.ts"
 import { rejectUpgrade } from "./RejectUpgrade.ts"
@@ -80,8 +82,6 @@ const clientErrorStatus = (code: string | undefined): number | undefined => {
 /** Socket errors end in `close`, which the session handles; one shared listener for all. */
 const ignoreError = (): void => {}
 
-/** An admission that holds a slot. */
-type Held = { readonly release: () => void }
 
 /** A rejected upgrade: answered at once, nothing left to run. */
 const rejected = (socket: Stream.Duplex, status: number): Effect.Effect<void> => {
@@ -89,7 +89,8 @@ const rejected = (socket: Stream.Duplex, status: number): Effect.Effect<void> =>
   return Effect.void
 }
 
-const sessionStart = (endpoint: Endpoint, headers: Http.IncomingHttpHeaders): Session.SessionStart => {
+/** The header values a session keeps (the gate has checked the required ones are there, once each). */
+const sessionStart = (endpoint: Endpoint, headers: DistinctHeaders): Session.SessionStart => {
   const serverId = headerValue(headers, "x-pyrycode-server")!
   return endpoint === "server"
     ? { endpoint, info: { serverId, version: headerValue(headers, "x-pyrycode-version")! } }
@@ -120,6 +121,9 @@ const make = Effect.gen(function*() {
     noServer: true,
     maxPayload: config.maxFrameBytes,
     perMessageDeflate: false,
+    // Never select a subprotocol, whatever the client offers (SPEC §1.2); `ws` would echo the
+    // first one. With permessage-deflate off it selects no extension either.
+    handleProtocols: () => false,
     clientTracking: false
   })
   /** Every upgraded socket, so the drain deadline can destroy the stragglers. */
@@ -157,9 +161,9 @@ const make = Effect.gen(function*() {
 
   const upgrade = (req: Http.IncomingMessage, socket: Stream.Duplex, head: Buffer) =>
     Effect.callback<WebSocket | undefined>((resume) => {
-      // Gone while the gate ran: its `close` was emitted already and `ws` would never call back.
+      // A socket already gone never emits `close` again, and `ws` would only destroy it.
       if (socket.destroyed) return resume(Effect.succeed(undefined))
-      // A refused handshake (bad key, version, method) never calls back: the socket closes instead.
+      // A refused handshake (`ws`'s own checks) never calls back: the socket closes instead.
       const onClose = () => resume(Effect.succeed(undefined))
       socket.once("close", onClose)
       wss.handleUpgrade(req, socket, head, (ws) => {
@@ -168,19 +172,28 @@ const make = Effect.gen(function*() {
       })
     })
 
-  // Generator functions made once per server, not per connection (each `Effect.gen` call would
-  // give every suspended connection its own prototype). The gate and the upgrade each *return*
-  // what runs next (flattened), so no generator frame holding the request head stays suspended
-  // for the connection's life: a session keeps only the few header values it needs.
+  /**
+   * The gate (SPEC §1.2 order: rate limit, caps, required headers, handshake), then the upgrade;
+   * returns the session to run. What it takes it records in `hold` (`holding` in `onUpgrade`
+   * gives it back): the cap slot is held for the handler's whole life, rejects and probe
+   * included (§7.2), and released however the handler ends — a refusal, a session's end, a
+   * defect or interruption.
+   *
+   * A generator function made once per server, not per connection (each `Effect.gen` call would
+   * give every suspended connection its own prototype). It *returns* what runs next (flattened),
+   * so no generator frame holding the request head stays suspended for the connection's life: a
+   * session keeps only the few header values it needs and the socket.
+   */
   const handleUpgrade = Effect.fnUntraced(
-    function*(req: Http.IncomingMessage, socket: Stream.Duplex, head: Buffer) {
+    function*(hold: ConnectionHold, req: Http.IncomingMessage, socket: Stream.Duplex, head: Buffer) {
+      // Whatever this request gets, 101 or a refusal, follows the responses owed before it.
+      if (!(yield* afterEarlierResponses(socket))) return Effect.void
       const endpoint = endpointOf(pathOf(req.url))
       if (endpoint === undefined) return rejected(socket, 404)
       if (lifecycle.isDraining()) {
         yield* Metric.update(Metrics.connectionsRejected.draining, 1)
         return rejected(socket, 503)
       }
-      // SPEC §1.2 order: rate limit, then the caps, then the headers.
       const ip = clientIp(req.socket.remoteAddress, req.headers["x-forwarded-for"], config.trustXForwardedFor)
       if (!(yield* limiter.take(ip))) {
         yield* Metric.update(Metrics.upgradeAttempts[endpoint].reject_rate_limit, 1)
@@ -200,40 +213,20 @@ const make = Effect.gen(function*() {
           }))
         return rejected(socket, 503)
       }
-      // The cap slot is held for the handler's whole life, rejects and probe included (§7.2).
-      return Effect.flatten(Effect.onInterrupt(
-        admitted(endpoint, req, socket, head, admission),
-        () => Effect.sync(() => admission.release())
-      ))
-    }
-  )
-
-  /**
-   * Header check and upgrade; returns the session to run. The session effect it returns refers to
-   * the few header values it needs and the socket, never to the request (a wrapper such as
-   * `ensuring` holds the effect it wraps for the connection's whole life).
-   */
-  const admitted = Effect.fnUntraced(
-    function*(endpoint: Endpoint, req: Http.IncomingMessage, socket: Stream.Duplex, head: Buffer, admission: Held) {
-      if (!hasRequiredHeaders(endpoint, req.headers)) {
+      hold.admit(admission) // in the same synchronous step as the acquisition
+      const headers = req.headersDistinct
+      if (!hasRequiredHeaders(endpoint, headers)) {
         yield* Metric.update(Metrics.upgradeAttempts[endpoint].reject_headers, 1)
-        admission.release()
         return rejected(socket, 400)
       }
-      const start = sessionStart(endpoint, req.headers)
+      // Not an upgrade outcome (docs/metrics.md), like `ws`'s own refusals before it.
+      const refusal = handshakeRefusal(req)
+      if (refusal !== undefined) return rejected(socket, refusal)
+      const start = sessionStart(endpoint, headers)
       const ws = yield* upgrade(req, socket, head)
-      if (ws === undefined) {
-        admission.release()
-        return Effect.void
-      }
-      sockets.add(ws)
-      return Effect.ensuring(
-        session(start, ws),
-        Effect.sync(() => {
-          sockets.delete(ws)
-          admission.release()
-        })
-      )
+      if (ws === undefined) return Effect.void
+      hold.track(ws)
+      return session(start, ws)
     }
   )
 
@@ -250,16 +243,26 @@ const make = Effect.gen(function*() {
   const onRequest = yield* NodeHttpServer.makeHandler(app, { scope: requests })
   const onUpgrade = (req: Http.IncomingMessage, socket: Stream.Duplex, head: Buffer) => {
     socket.on("error", ignoreError)
-    runSession(Effect.flatten(handleUpgrade(req, socket, head)))
+    const hold = new ConnectionHold(sockets)
+    runSession(holding(hold, handleUpgrade(hold, req, socket, head)))
   }
   server.on("request", onRequest)
   server.on("upgrade", onUpgrade)
   // Malformed or late request heads. With this listener Node writes no response of its own.
+  // Node reports a parse error again for every further read of a connection, so only the first
+  // report of a connection is answered.
+  const answered = new WeakSet<Stream.Duplex>()
   server.on("clientError", (error: NodeJS.ErrnoException, socket: Stream.Duplex) => {
+    if (answered.has(socket)) return
+    answered.add(socket)
     const status = clientErrorStatus(error.code)
     if (status === 408) runSession(Metric.update(Metrics.connectionsRejected.handshake_timeout, 1))
-    if (socket.writable && status !== undefined) rejectUpgrade(socket, status)
-    else socket.destroy()
+    if (status === undefined) return socket.destroy()
+    // Like an upgrade's answer, this one follows the responses owed to requests pipelined before.
+    runSession(Effect.map(afterEarlierResponses(socket), (alive) => {
+      if (alive && socket.writable) rejectUpgrade(socket, status)
+      else socket.destroy()
+    }))
   })
 
   const drain = Effect.gen(function*() {
