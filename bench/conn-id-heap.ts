@@ -47,8 +47,11 @@ const SERVER_IDS = Number(values["server-ids"])
 const WARMUP = 20_000
 const CHUNK = 1_000
 
-/** The Registry never touches a connection of a phone that leaves on its own, nor of a binary in grace. */
-const idleConnection = {} as PeerConnection
+/**
+ * The Registry only asks a claiming binary's connection whether it is still open; it never
+ * touches a connection of a phone that leaves on its own, nor of a binary in grace.
+ */
+const idleConnection = { isOpen: () => true } as PeerConnection
 
 const binaryHandle = (serverId: string): BinaryHandle => ({
   connId: `server-${serverId}-00000000`,
