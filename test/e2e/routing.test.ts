@@ -228,6 +228,28 @@ describe("ordering", () => {
     phone.ws.close()
     binary.ws.close()
   })
+
+  it("without ws's native bufferutil (where it cannot load), 4 KiB frames still go through intact", async () => {
+    // WS_NO_BUFFER_UTIL makes ws unmask and mask in JavaScript, as on a platform without a prebuilt.
+    const plain = await startRelay([], { env: { WS_NO_BUFFER_UTIL: "1" } })
+    try {
+      const serverId = sid()
+      const binary = await dialBinary(plain.url, serverId)
+      const phone = await dialPhone(plain.url, serverId)
+      const big = JSON.stringify({ pad: "é".repeat(2048) })
+      for (let i = 0; i < 50; i++) phone.send(big)
+      await binary.waitFor(50)
+      expect(envelopes(binary).every((e) => JSON.stringify(e.frame) === big)).toBe(true)
+      const connId = envelopes(binary)[0]!.conn_id as string
+      for (let i = 0; i < 50; i++) binary.send(`{"conn_id":"${connId}","frame":${big}}`)
+      await phone.waitFor(50)
+      expect(phone.messages.every((m) => m === big)).toBe(true)
+      phone.ws.close()
+      binary.ws.close()
+    } finally {
+      await plain.stop()
+    }
+  })
 })
 
 describe("/healthz", () => {
