@@ -164,6 +164,7 @@ describe("loadRelayConfig", () => {
         maxConnections: 5000,
         maxConnectionsPerIp: 0,
         trustXForwardedFor: true,
+        proxyProtocol: false,
         gracePeriod: Duration.millis(500),
         heartbeatInterval: Duration.minutes(2),
         heartbeatTimeout: Duration.seconds(45),
@@ -186,6 +187,20 @@ describe("loadRelayConfig", () => {
       const durations = (x: RelayConfigShape) =>
         Object.fromEntries(Object.entries(x).map(([k, v]) => [k, Duration.isDuration(v) ? ms(v) : v]))
       assert.deepStrictEqual(durations(c), durations(expected))
+    }))
+
+  it.effect("--proxy-protocol: bare, =true, =false, from the variable; never with --trust-x-forwarded-for", () =>
+    Effect.gen(function*() {
+      assert.isFalse((yield* configOf([])).proxyProtocol)
+      assert.isTrue((yield* configOf(["--proxy-protocol"])).proxyProtocol)
+      assert.isTrue((yield* configOf(["--proxy-protocol=true"])).proxyProtocol)
+      assert.isFalse((yield* configOf(["--proxy-protocol=false"])).proxyProtocol)
+      const both = yield* refusalOf(["--proxy-protocol", "--trust-x-forwarded-for"])
+      assert.include(both, "--proxy-protocol")
+      assert.include(both, "--trust-x-forwarded-for")
+      assert.include(both, "two sources")
+      // Off on one side is fine.
+      assert.isTrue((yield* configOf(["--proxy-protocol", "--trust-x-forwarded-for=false"])).proxyProtocol)
     }))
 
   it.effect("--trust-x-forwarded-for accepts =true and =false", () =>

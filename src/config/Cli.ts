@@ -57,6 +57,7 @@ export const flags: ReadonlyArray<FlagSpec> = [
   { name: "max-connections", default: "1000", meaning: "global WebSocket connection cap (> 0)" },
   { name: "max-connections-per-ip", default: "64", meaning: "live WebSocket connections per source IP; 0 disables" },
   { name: "trust-x-forwarded-for", boolean: true, default: "false", meaning: "take the source IP from the left-most X-Forwarded-For entry" },
+  { name: "proxy-protocol", boolean: true, default: "false", meaning: "require a PROXY protocol v2 header on every public connection; its source is the client" },
   { name: "grace-period", default: "30s", meaning: "how long a disconnected binary's server-id is kept for it" },
   { name: "heartbeat-interval", default: "30s", meaning: "ping period on every connection" },
   { name: "heartbeat-timeout", default: "30s", meaning: "pong deadline before closing 1011" },
@@ -225,6 +226,7 @@ export const relayConfig = (nameOf: (key: string) => string) => {
     maxConnections: count("max-connections", defaults.maxConnections, 1),
     maxConnectionsPerIp: count("max-connections-per-ip", defaults.maxConnectionsPerIp, 0),
     trustXForwardedFor: field("trust-x-forwarded-for", bool).pipe(Config.withDefault(defaults.trustXForwardedFor)),
+    proxyProtocol: field("proxy-protocol", bool).pipe(Config.withDefault(defaults.proxyProtocol)),
     gracePeriod: duration("grace-period", defaults.gracePeriod, false),
     heartbeatInterval: duration("heartbeat-interval", defaults.heartbeatInterval),
     heartbeatTimeout: duration("heartbeat-timeout", defaults.heartbeatTimeout),
@@ -294,6 +296,11 @@ export const loadRelayConfig = (
         ? refuse(`${nameOf("tls-cert")} is set without ${nameOf("tls-key")} (give both or neither)`)
         : refuse(`${nameOf("tls-key")} is set without ${nameOf("tls-cert")} (give both or neither)`)
     }
+    if (v.proxyProtocol && v.trustXForwardedFor) {
+      return yield* refuse(
+        `${nameOf("proxy-protocol")} and ${nameOf("trust-x-forwarded-for")} are both set: two sources for the client address (use one)`
+      )
+    }
     if (v.phoneOutboxBytes < v.maxFrameBytes) {
       return yield* refuse(
         `${nameOf("phone-outbox-bytes")}: ${v.phoneOutboxBytes} is smaller than max-frame-bytes ${v.maxFrameBytes}, so a full-size frame could never be queued`
@@ -320,6 +327,7 @@ export const loadRelayConfig = (
       maxConnections: v.maxConnections,
       maxConnectionsPerIp: v.maxConnectionsPerIp,
       trustXForwardedFor: v.trustXForwardedFor,
+      proxyProtocol: v.proxyProtocol,
       gracePeriod: v.gracePeriod,
       heartbeatInterval: v.heartbeatInterval,
       heartbeatTimeout: v.heartbeatTimeout,

@@ -25,6 +25,11 @@ export interface RelayConfigShape {
   /** 0 disables the per-IP concurrent cap. */
   readonly maxConnectionsPerIp: number
   readonly trustXForwardedFor: boolean
+  /**
+   * Every connection to the public listener must open with a PROXY protocol v2 header whose
+   * source address is the client's (EDGE.md §3). Never together with `trustXForwardedFor`.
+   */
+  readonly proxyProtocol: boolean
   readonly gracePeriod: Duration.Duration
   readonly heartbeatInterval: Duration.Duration
   readonly heartbeatTimeout: Duration.Duration
@@ -56,6 +61,7 @@ export const defaults: RelayConfigShape = {
   maxConnections: 1000,
   maxConnectionsPerIp: 64,
   trustXForwardedFor: false,
+  proxyProtocol: false,
   gracePeriod: Duration.seconds(30),
   heartbeatInterval: Duration.seconds(30),
   heartbeatTimeout: Duration.seconds(30),

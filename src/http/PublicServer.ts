@@ -43,7 +43,7 @@ import { RateLimiter } from "../limits/RateLimiter.ts"
 import { ConnectionWatcher } from "../liveness/ConnectionWatcher.ts"
 import type { Endpoint } from "../observability/Metrics.ts"
 import { endpointOf, hasRequiredHeaders, headerValue, pathOf } from "./UpgradeGate.ts"
-import { bindPublic, closeServer, ListenError } from "./Listener.ts"
+import { bindPublic, ListenError } from "./Listener.ts"
 import { AppRoutes } from "./AppRoutes.ts"
 import { rejectUpgrade } from "./RejectUpgrade.ts"
 
@@ -113,7 +113,7 @@ const make = Effect.gen(function*() {
   const appRoutes = yield* AppRoutes
   const startedAt = yield* Clock.currentTimeMillis
 
-  const server = yield* Effect.acquireRelease(bindPublic(config), closeServer)
+  const server = yield* bindPublic(config)
   const wss = new WebSocketServer({
     noServer: true,
     maxPayload: config.maxFrameBytes,

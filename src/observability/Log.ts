@@ -29,6 +29,7 @@ export type LogEvent =
   | "shutdown started"
   | "shutdown complete"
   | "drain incomplete"
+  | "proxy header refused"
 
 /** The allowlisted annotation keys (SPEC §11), plus boot-time config keys. */
 export interface LogFields {

@@ -128,14 +128,16 @@ export const registerFailures: Record<RegisterFailureKind, Metric.Counter<number
   ratelimit: counter(REGISTER_FAILURES, REGISTER_FAILURES_HELP, { kind: "ratelimit" })
 }
 
-export type RejectReason = "conn_cap" | "per_ip_cap" | "handshake_timeout" | "draining"
+export type RejectReason = "conn_cap" | "per_ip_cap" | "handshake_timeout" | "draining" | "proxy_header"
 const REJECTED = "pyrycode_relay_connections_rejected_total"
 const REJECTED_HELP = "Connections refused before the WebSocket handshake, by reason."
 export const connectionsRejected: Record<RejectReason, Metric.Counter<number>> = {
   conn_cap: counter(REJECTED, REJECTED_HELP, { reason: "conn_cap" }),
   per_ip_cap: counter(REJECTED, REJECTED_HELP, { reason: "per_ip_cap" }),
   handshake_timeout: counter(REJECTED, REJECTED_HELP, { reason: "handshake_timeout" }),
-  draining: counter(REJECTED, REJECTED_HELP, { reason: "draining" })
+  draining: counter(REJECTED, REJECTED_HELP, { reason: "draining" }),
+  // EDGE.md §3: a connection without an acceptable PROXY v2 header, closed with zero bytes written.
+  proxy_header: counter(REJECTED, REJECTED_HELP, { reason: "proxy_header" })
 }
 
 /** Every series, so boot can create each at 0 (series exist only after their first update). */

@@ -22,6 +22,7 @@ const FLAGS = [
   "max-connections",
   "max-connections-per-ip",
   "trust-x-forwarded-for",
+  "proxy-protocol",
   "grace-period",
   "heartbeat-interval",
   "heartbeat-timeout",

@@ -48,7 +48,7 @@ const DROP_DIRECTION: Record<DropReason, Direction> = {
   phone_write_failed: "binary_to_phone"
 }
 const KINDS = ["no_server", "server_in_use", "phones_at_cap", "ratelimit"] as const
-const REJECT_REASONS = ["conn_cap", "per_ip_cap", "handshake_timeout", "draining"] as const
+const REJECT_REASONS = ["conn_cap", "per_ip_cap", "handshake_timeout", "draining", "proxy_header"] as const
 
 const S = {
   forwarded: (d: Direction) => `pyrycode_relay_frames_forwarded_total{direction="${d}"}`,
