@@ -12,14 +12,17 @@ type Env = Record<string, string | undefined>
 
 const NON_ROOT = 1000
 
-const configOf = (argv: ReadonlyArray<string>, env: Env = {}, uid: number | undefined = NON_ROOT) =>
-  loadRelayConfig(argv, env, uid).pipe(
+/** `/proc/self/status` of an ordinary process: no effective capabilities. */
+const NO_CAPS = (): Result.Result<string, string> => Result.succeed("Name:\tnode\nCapEff:\t0000000000000000\n")
+
+const configOf = (argv: ReadonlyArray<string>, env: Env = {}, uid: number | undefined = NON_ROOT, status = NO_CAPS) =>
+  loadRelayConfig(argv, env, uid, status).pipe(
     Effect.flatMap((outcome) => outcome._tag === "Run" ? Effect.succeed(outcome.config) : Effect.die(outcome._tag))
   )
 
 /** The refusal's message; also pins that it is a BootRefusal and fits on one line. */
-const refusalOf = (argv: ReadonlyArray<string>, env: Env = {}, uid: number | undefined = NON_ROOT) =>
-  loadRelayConfig(argv, env, uid).pipe(
+const refusalOf = (argv: ReadonlyArray<string>, env: Env = {}, uid: number | undefined = NON_ROOT, status = NO_CAPS) =>
+  loadRelayConfig(argv, env, uid, status).pipe(
     Effect.flip,
     Effect.map((e) => {
       assert.instanceOf(e, BootRefusal)
@@ -364,6 +367,31 @@ describe("loadRelayConfig", () => {
         assert.include(yield* refusalOf(listen, { PYRYCODE_RELAY_PRODUCTION: "1" }, 0), "PYRYCODE_RELAY_PRODUCTION=1: refusing to run as root")
         // Root is fine outside production.
         yield* configOf(listen, {}, 0)
+      }))
+
+    it.effect("=1 refuses effective capabilities other than CAP_NET_BIND_SERVICE, naming them", () =>
+      Effect.gen(function*() {
+        const capEff = (hex: string) => () => Result.succeed(`Name:\tnode\nCapInh:\t0000000000000000\nCapEff:\t${hex}\n`)
+        const production = { PYRYCODE_RELAY_PRODUCTION: "1" }
+        // Exactly CAP_NET_BIND_SERVICE (bit 10), or nothing: runs.
+        assert.isTrue((yield* configOf(listen, production, NON_ROOT, capEff("0000000000000400"))).production)
+        assert.isTrue((yield* configOf(listen, production, NON_ROOT, capEff("0000000000000000"))).production)
+        // CAP_NET_BIND_SERVICE + CAP_NET_RAW (13) + CAP_SYS_ADMIN (21).
+        const message = yield* refusalOf(listen, production, NON_ROOT, capEff("0000000000202400"))
+        assert.strictEqual(
+          message,
+          "PYRYCODE_RELAY_PRODUCTION=1: the effective capability set holds CAP_NET_RAW, CAP_SYS_ADMIN (only CAP_NET_BIND_SERVICE is allowed)"
+        )
+        // Unreadable, or no CapEff line: refused too.
+        assert.include(
+          yield* refusalOf(listen, production, NON_ROOT, () => Result.fail("ENOENT")),
+          "PYRYCODE_RELAY_PRODUCTION=1: cannot read the effective capability set from /proc/self/status (ENOENT)"
+        )
+        assert.include(yield* refusalOf(listen, production, NON_ROOT, () => Result.succeed("Name:\tnode\n")), "no CapEff line")
+        // Outside production the file is never read.
+        yield* configOf(listen, {}, NON_ROOT, () => {
+          throw new Error("read outside production")
+        })
       }))
 
     it.effect("=1 refuses the built-in default --listen", () =>

@@ -16,6 +16,7 @@ import * as Result from "effect/Result"
 import * as Schema from "effect/Schema"
 import * as SchemaIssue from "effect/SchemaIssue"
 import * as Str from "effect/String"
+import { capabilityRefusal, readProcStatus } from "../edge/Capabilities.ts"
 import { defaults } from "./RelayConfig.ts"
 import type { ListenAddress, LogFormat, LogLevelName, RelayConfigShape } from "./RelayConfig.ts"
 import {
@@ -97,7 +98,8 @@ export const usage: string = [
   "Environment: every flag can also be set as PYRYCODE_RELAY_<FLAG> in upper snake case",
   "(--grace-period -> PYRYCODE_RELAY_GRACE_PERIOD; booleans take true or false). A flag wins over",
   "its variable. Unknown PYRYCODE_RELAY_* variables are refused.",
-  "  PYRYCODE_RELAY_PRODUCTION=1   refuse to run as root and require an explicit --listen",
+  "  PYRYCODE_RELAY_PRODUCTION=1   refuse to run as root, require an explicit --listen, and refuse any",
+  "                                effective capability other than CAP_NET_BIND_SERVICE (Linux)",
   "",
   "Invalid configuration exits 2 before anything is bound."
 ].join("\n")
@@ -263,12 +265,14 @@ const knownEnv = new Set([...flags.map((f) => envName(f.name)), envName(PRODUCTI
 
 /**
  * `argv` (without node and script) + environment → what the process should do. `uid` is the
- * effective user id (`process.getuid?.()`), an input so the production root check is testable.
+ * effective user id (`process.getuid?.()`) and `procStatus` reads `/proc/self/status`: inputs, so
+ * the production root and capability checks are testable.
  */
 export const loadRelayConfig = (
   argv: ReadonlyArray<string>,
   env: Readonly<Record<string, string | undefined>>,
-  uid: number | undefined = process.getuid?.()
+  uid: number | undefined = process.getuid?.(),
+  procStatus: () => Result.Result<string, string> = readProcStatus
 ): Effect.Effect<CliOutcome, BootRefusal> =>
   Effect.gen(function*() {
     const args = yield* parseArgs(argv)
@@ -316,6 +320,9 @@ export const loadRelayConfig = (
         return yield* refuse(`${envName(PRODUCTION)}=1: --listen (or ${envName("listen")}) must be given explicitly`)
       }
       if (uid === 0) return yield* refuse(`${envName(PRODUCTION)}=1: refusing to run as root (uid 0)`)
+      // EDGE.md §4: read only in production, so other platforms run without /proc.
+      const capabilities = capabilityRefusal(procStatus())
+      if (capabilities !== undefined) return yield* refuse(`${envName(PRODUCTION)}=1: ${capabilities}`)
     }
 
     const config: RelayConfigShape = {
