@@ -39,7 +39,9 @@ const program = Layer.launch(
 ).pipe(
   Effect.catchTags({
     ListenError: (error) => Effect.fail(error.message),
-    MetricsListenError: (error) => Effect.fail(`metrics listener: ${error.message}`)
+    MetricsListenError: (error) => Effect.fail(`metrics listener: ${error.message}`),
+    CertificateCacheError: (error) => Effect.fail(error.message),
+    AcmeCaFileError: (error) => Effect.fail(error.message)
   })
 )
 

@@ -168,6 +168,7 @@ describe("loadRelayConfig", () => {
         maxConnectionsPerIp: 0,
         trustXForwardedFor: true,
         proxyProtocol: false,
+        acme: undefined,
         gracePeriod: Duration.millis(500),
         heartbeatInterval: Duration.minutes(2),
         heartbeatTimeout: Duration.seconds(45),
@@ -205,6 +206,77 @@ describe("loadRelayConfig", () => {
       // Off on one side is fine.
       assert.isTrue((yield* configOf(["--proxy-protocol", "--trust-x-forwarded-for=false"])).proxyProtocol)
     }))
+
+  describe("ACME mode (--domain)", () => {
+    it.effect("--domain alone: Let's Encrypt, :443 for TLS, :80 for challenges, the cache under $HOME", () =>
+      Effect.gen(function*() {
+        assert.isUndefined((yield* configOf([])).acme)
+        const c = yield* configOf(["--domain", "relay.example.com"], { HOME: "/home/relay" })
+        assert.deepStrictEqual(c.acme, {
+          domains: ["relay.example.com"],
+          directoryUrl: "https://acme-v02.api.letsencrypt.org/directory",
+          email: undefined,
+          caFile: undefined,
+          certCache: "/home/relay/.pyrycode-relay/certs",
+          httpListen: { host: "", port: 80 }
+        })
+        assert.deepStrictEqual(c.listen, { host: "", port: 443 })
+        assert.isUndefined(c.tls)
+      }))
+
+    it.effect("names: repeated flag or commas, lower-cased, trailing dot dropped, each once", () =>
+      Effect.gen(function*() {
+        const c = yield* configOf(["--domain", "Relay.Example.COM", "--domain", "b.example.com, relay.example.com.,c.example.org"])
+        assert.deepStrictEqual(c.acme?.domains, ["relay.example.com", "b.example.com", "c.example.org"])
+        const fromEnv = yield* configOf([], { PYRYCODE_RELAY_DOMAIN: "x.example.com,y.example.com" })
+        assert.deepStrictEqual(fromEnv.acme?.domains, ["x.example.com", "y.example.com"])
+      }))
+
+    it.effect("every ACME flag is read", () =>
+      Effect.gen(function*() {
+        const c = yield* configOf([
+          "--domain", "relay.example.com",
+          "--acme-directory", "https://acme-staging-v02.api.letsencrypt.org/directory",
+          "--acme-email", "ops@example.com",
+          "--acme-ca-file", "/etc/relay/ca.pem",
+          "--cert-cache", "/var/lib/relay/certs",
+          "--https-listen", "[::]:8443",
+          "--http-listen", "0.0.0.0:8080"
+        ])
+        assert.deepStrictEqual(c.acme, {
+          domains: ["relay.example.com"],
+          directoryUrl: "https://acme-staging-v02.api.letsencrypt.org/directory",
+          email: "ops@example.com",
+          caFile: "/etc/relay/ca.pem",
+          certCache: "/var/lib/relay/certs",
+          httpListen: { host: "0.0.0.0", port: 8080 }
+        })
+        assert.deepStrictEqual(c.listen, { host: "::", port: 8443 })
+      }))
+
+    it.effect("refusals: TLS files or --listen next to --domain, ACME flags without it, bad names and values", () =>
+      Effect.gen(function*() {
+        const d = ["--domain", "relay.example.com"]
+        assert.include(yield* refusalOf([...d, "--tls-cert", "/c.pem", "--tls-key", "/k.pem"]), "--domain cannot be combined with --tls-cert")
+        assert.include(yield* refusalOf([...d, "--listen", "127.0.0.1:8080"]), "--domain cannot be combined with --listen")
+        assert.include(yield* refusalOf(["--acme-email", "ops@example.com"]), "--acme-email needs --domain")
+        assert.include(yield* refusalOf(["--https-listen", ":443"]), "--https-listen needs --domain")
+        assert.include(yield* refusalOf([], { PYRYCODE_RELAY_CERT_CACHE: "/x" }), "PYRYCODE_RELAY_CERT_CACHE needs --domain")
+        assert.include(yield* refusalOf(["--domain", "192.0.2.1"]), "is an IP address")
+        assert.include(yield* refusalOf(["--domain", "*.example.com"]), "is a wildcard")
+        assert.include(yield* refusalOf(["--domain", "bad_name.example.com"]), "is not a DNS name")
+        assert.include(yield* refusalOf(["--domain", "a.example.com,,b.example.com"]), "has an empty name")
+        assert.include(yield* refusalOf([...d, "--acme-directory", "http://ca.example.com/dir"]), "is not an https:// URL")
+        assert.include(yield* refusalOf([...d, "--acme-email", "not-an-address"]), "is not an email address")
+        assert.include(yield* refusalOf([...d, "--https-listen", ":8443", "--http-listen", ":8443"]), "are the same address")
+        assert.include(yield* refusalOf([...d, "--http-listen", ":0"]), "--http-listen")
+      }))
+
+    it.effect("production in ACME mode needs no --listen (--https-listen is the listener)", () =>
+      Effect.gen(function*() {
+        assert.isTrue((yield* configOf(["--domain", "relay.example.com"], { PYRYCODE_RELAY_PRODUCTION: "1" })).production)
+      }))
+  })
 
   it.effect("--trust-x-forwarded-for accepts =true and =false", () =>
     Effect.gen(function*() {

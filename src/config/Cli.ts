@@ -12,16 +12,21 @@ import * as Config from "effect/Config"
 import * as ConfigProvider from "effect/ConfigProvider"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
 import * as Result from "effect/Result"
 import * as Schema from "effect/Schema"
 import * as SchemaIssue from "effect/SchemaIssue"
 import * as Str from "effect/String"
 import { capabilityRefusal, readProcStatus } from "../edge/Capabilities.ts"
-import { defaults } from "./RelayConfig.ts"
-import type { ListenAddress, LogFormat, LogLevelName, RelayConfigShape } from "./RelayConfig.ts"
+import * as Os from "node:os"
+import * as Path from "node:path"
+import { defaults, LETS_ENCRYPT_DIRECTORY } from "./RelayConfig.ts"
+import type { AcmeSettings, ListenAddress, LogFormat, LogLevelName, RelayConfigShape } from "./RelayConfig.ts"
 import {
   isLoopbackLiteral,
   parseCount,
+  parseDomains,
+  parseListenOrEvery,
   parseDuration,
   parseListen,
   parseSize,
@@ -45,6 +50,8 @@ const PRODUCTION = "production"
 interface FlagSpec {
   readonly name: string
   readonly boolean?: true
+  /** May be given more than once; the values are joined with commas. */
+  readonly repeatable?: true
   readonly default: string
   readonly meaning: string
 }
@@ -54,6 +61,13 @@ export const flags: ReadonlyArray<FlagSpec> = [
   { name: "listen", default: "127.0.0.1:8080", meaning: "public listener host:port (plain HTTP unless --tls-cert/--tls-key)" },
   { name: "tls-cert", default: "unset", meaning: "PEM certificate file: serve HTTPS on --listen (needs --tls-key)" },
   { name: "tls-key", default: "unset", meaning: "PEM private key file (needs --tls-cert)" },
+  { name: "domain", repeatable: true, default: "unset", meaning: "ACME mode: certificates for this DNS name (repeat, or comma-separate, for more)" },
+  { name: "acme-directory", default: "Let's Encrypt production", meaning: "ACME directory URL (staging, or a private CA)" },
+  { name: "acme-email", default: "unset", meaning: "ACME account contact address" },
+  { name: "acme-ca-file", default: "unset", meaning: "extra PEM CA bundle trusted when talking to the ACME directory" },
+  { name: "cert-cache", default: "$HOME/.pyrycode-relay/certs", meaning: "ACME account key, certificates and keys" },
+  { name: "https-listen", default: ":443", meaning: "ACME mode: the TLS listener (serves what --listen serves)" },
+  { name: "http-listen", default: ":80", meaning: "ACME mode: HTTP-01 challenges and /readyz only" },
   { name: "metrics-listen", default: "127.0.0.1:9090", meaning: "/metrics listener: loopback IP literal with port; \"\" disables" },
   { name: "max-connections", default: "1000", meaning: "global WebSocket connection cap (> 0)" },
   { name: "max-connections-per-ip", default: "64", meaning: "live WebSocket connections per source IP; 0 disables" },
@@ -154,8 +168,9 @@ export const parseArgs = (argv: ReadonlyArray<string>): Effect.Effect<ParsedArgs
         value = next
         i++
       }
-      if (Object.hasOwn(values, name)) refuse(`--${name}: given more than once`)
-      else values[name] = value
+      if (!Object.hasOwn(values, name)) values[name] = value
+      else if (spec.repeatable === true) values[name] = `${values[name]},${value}`
+      else refuse(`--${name}: given more than once`)
     }
   }
   if (help) return Effect.succeed({ _tag: "Help" })
@@ -191,6 +206,14 @@ const bool = (raw: string): Parsed<boolean> =>
 
 const filePath = (raw: string): Parsed<string> =>
   raw === "" ? Result.fail("must be a file path, not empty") : Result.succeed(raw)
+
+const httpsUrl = (raw: string): Parsed<string> => {
+  if (!URL.canParse(raw)) return Result.fail(`${show(raw)} is not a URL`)
+  return new URL(raw).protocol === "https:" ? Result.succeed(raw) : Result.fail(`${show(raw)} is not an https:// URL`)
+}
+
+const emailAddress = (raw: string): Parsed<string> =>
+  /^[^\s@,<>]+@[^\s@,<>]+$/.test(raw) ? Result.succeed(raw) : Result.fail(`${show(raw)} is not an email address`)
 
 const metricsAddress = (raw: string): Parsed<ListenAddress | undefined> =>
   raw === ""
@@ -229,6 +252,13 @@ export const relayConfig = (nameOf: (key: string) => string) => {
     maxConnectionsPerIp: count("max-connections-per-ip", defaults.maxConnectionsPerIp, 0),
     trustXForwardedFor: field("trust-x-forwarded-for", bool).pipe(Config.withDefault(defaults.trustXForwardedFor)),
     proxyProtocol: field("proxy-protocol", bool).pipe(Config.withDefault(defaults.proxyProtocol)),
+    domain: Config.option(field("domain", parseDomains)),
+    acmeDirectory: Config.option(field("acme-directory", httpsUrl)),
+    acmeEmail: Config.option(field("acme-email", emailAddress)),
+    acmeCaFile: Config.option(field("acme-ca-file", filePath)),
+    certCache: Config.option(field("cert-cache", filePath)),
+    httpsListen: Config.option(field("https-listen", parseListenOrEvery)),
+    httpListen: Config.option(field("http-listen", parseListenOrEvery)),
     gracePeriod: duration("grace-period", defaults.gracePeriod, false),
     heartbeatInterval: duration("heartbeat-interval", defaults.heartbeatInterval),
     heartbeatTimeout: duration("heartbeat-timeout", defaults.heartbeatTimeout),
@@ -300,6 +330,38 @@ export const loadRelayConfig = (
         ? refuse(`${nameOf("tls-cert")} is set without ${nameOf("tls-key")} (give both or neither)`)
         : refuse(`${nameOf("tls-key")} is set without ${nameOf("tls-cert")} (give both or neither)`)
     }
+    const acmeOnly = ["acme-directory", "acme-email", "acme-ca-file", "cert-cache", "https-listen", "http-listen"] as const
+    let acme: AcmeSettings | undefined
+    let httpsListen: ListenAddress | undefined
+    if (v.domain._tag === "None") {
+      const given = acmeOnly.find((key) => Object.hasOwn(args.flags, key) || env[envName(key)] !== undefined)
+      if (given !== undefined) return yield* refuse(`${nameOf(given)} needs --domain (ACME mode)`)
+    } else {
+      // EDGE.md §1: one way to serve TLS at a time.
+      if (v.tlsCert._tag === "Some" || v.tlsKey._tag === "Some") {
+        const tlsFlag = nameOf(v.tlsCert._tag === "Some" ? "tls-cert" : "tls-key")
+        return yield* refuse(`${nameOf("domain")} cannot be combined with ${tlsFlag} (one way to serve TLS at a time)`)
+      }
+      if (v.listen._tag === "Some") {
+        return yield* refuse(
+          `${nameOf("domain")} cannot be combined with ${nameOf("listen")} (in ACME mode the TLS listener is --https-listen)`
+        )
+      }
+      httpsListen = Option.getOrElse(v.httpsListen, () => ({ host: "", port: 443 }))
+      const httpListen = Option.getOrElse(v.httpListen, () => ({ host: "", port: 80 }))
+      if (httpsListen.host === httpListen.host && httpsListen.port === httpListen.port) {
+        return yield* refuse(`${nameOf("http-listen")} and ${nameOf("https-listen")} are the same address`)
+      }
+      const home = env.HOME !== undefined && env.HOME !== "" ? env.HOME : Os.homedir()
+      acme = {
+        domains: v.domain.value,
+        directoryUrl: Option.getOrElse(v.acmeDirectory, () => LETS_ENCRYPT_DIRECTORY),
+        email: Option.getOrUndefined(v.acmeEmail),
+        caFile: Option.getOrUndefined(v.acmeCaFile),
+        certCache: Path.resolve(Option.getOrElse(v.certCache, () => Path.join(home, ".pyrycode-relay", "certs"))),
+        httpListen
+      }
+    }
     if (v.proxyProtocol && v.trustXForwardedFor) {
       return yield* refuse(
         `${nameOf("proxy-protocol")} and ${nameOf("trust-x-forwarded-for")} are both set: two sources for the client address (use one)`
@@ -316,7 +378,8 @@ export const loadRelayConfig = (
       )
     }
     if (v.production) {
-      if (v.listen._tag === "None") {
+      // In ACME mode --https-listen (default :443) is the production listener.
+      if (v.listen._tag === "None" && acme === undefined) {
         return yield* refuse(`${envName(PRODUCTION)}=1: --listen (or ${envName("listen")}) must be given explicitly`)
       }
       if (uid === 0) return yield* refuse(`${envName(PRODUCTION)}=1: refusing to run as root (uid 0)`)
@@ -326,7 +389,7 @@ export const loadRelayConfig = (
     }
 
     const config: RelayConfigShape = {
-      listen: v.listen._tag === "Some" ? v.listen.value : defaults.listen,
+      listen: httpsListen ?? (v.listen._tag === "Some" ? v.listen.value : defaults.listen),
       tls: v.tlsCert._tag === "Some" && v.tlsKey._tag === "Some"
         ? { certFile: v.tlsCert.value, keyFile: v.tlsKey.value }
         : undefined,
@@ -335,6 +398,7 @@ export const loadRelayConfig = (
       maxConnectionsPerIp: v.maxConnectionsPerIp,
       trustXForwardedFor: v.trustXForwardedFor,
       proxyProtocol: v.proxyProtocol,
+      acme,
       gracePeriod: v.gracePeriod,
       heartbeatInterval: v.heartbeatInterval,
       heartbeatTimeout: v.heartbeatTimeout,

@@ -2,11 +2,33 @@ import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Layer from "effect/Layer"
 
-/** A host and port to listen on. `host` is an IP literal or name, without brackets. */
+/**
+ * A host and port to listen on. `host` is an IP literal or name, without brackets; `""` (only
+ * from `--https-listen`/`--http-listen` `:port`) means every interface.
+ */
 export interface ListenAddress {
   readonly host: string
   readonly port: number
 }
+
+/**
+ * ACME mode (EDGE.md §1): certificates for `domains` from the CA at `directoryUrl`, kept in
+ * `certCache`. In this mode `RelayConfigShape.listen` is the TLS listener (`--https-listen`).
+ */
+export interface AcmeSettings {
+  /** Lower case, without a trailing dot, each once, in the order given. */
+  readonly domains: ReadonlyArray<string>
+  readonly directoryUrl: string
+  readonly email: string | undefined
+  /** Extra PEM CA bundle trusted when talking to the directory. */
+  readonly caFile: string | undefined
+  /** Absolute path of the cache directory. */
+  readonly certCache: string
+  /** The HTTP-01 challenge listener; `host` `""` means every interface. */
+  readonly httpListen: ListenAddress
+}
+
+export const LETS_ENCRYPT_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory"
 
 export type LogFormat = "json" | "pretty"
 export type LogLevelName = "trace" | "debug" | "info" | "warn" | "error" | "fatal"
@@ -30,6 +52,8 @@ export interface RelayConfigShape {
    * source address is the client's (EDGE.md §3). Never together with `trustXForwardedFor`.
    */
   readonly proxyProtocol: boolean
+  /** ACME mode (`--domain`), or `undefined`. */
+  readonly acme: AcmeSettings | undefined
   readonly gracePeriod: Duration.Duration
   readonly heartbeatInterval: Duration.Duration
   readonly heartbeatTimeout: Duration.Duration
@@ -62,6 +86,7 @@ export const defaults: RelayConfigShape = {
   maxConnectionsPerIp: 64,
   trustXForwardedFor: false,
   proxyProtocol: false,
+  acme: undefined,
   gracePeriod: Duration.seconds(30),
   heartbeatInterval: Duration.seconds(30),
   heartbeatTimeout: Duration.seconds(30),

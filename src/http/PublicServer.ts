@@ -45,6 +45,8 @@ import type { Endpoint } from "../observability/Metrics.ts"
 import { endpointOf, hasRequiredHeaders, headerValue, pathOf } from "./UpgradeGate.ts"
 import { bindPublic, ListenError } from "./Listener.ts"
 import { AppRoutes } from "./AppRoutes.ts"
+import { Certificates } from "../edge/Certificates.ts"
+import { guardRequests, guardUpgrades } from "../edge/HostCheck.ts"
 import { rejectUpgrade } from "./RejectUpgrade.ts"
 
 export class PublicServer extends Context.Service<PublicServer, {
@@ -54,7 +56,7 @@ export class PublicServer extends Context.Service<PublicServer, {
   static readonly layer: Layer.Layer<
     PublicServer,
     ListenError,
-    RelayConfig | Registry | Ledger | Lifecycle | ConnectionWatcher | RateLimiter | ConnectionCaps
+    RelayConfig | Registry | Ledger | Lifecycle | ConnectionWatcher | RateLimiter | ConnectionCaps | Certificates
   > = Layer
     .effect(PublicServer, Effect.suspend(() => make))
 }
@@ -113,7 +115,8 @@ const make = Effect.gen(function*() {
   const appRoutes = yield* AppRoutes
   const startedAt = yield* Clock.currentTimeMillis
 
-  const server = yield* bindPublic(config)
+  const certificates = yield* Certificates
+  const server = yield* bindPublic(config, certificates.sniCallback)
   const wss = new WebSocketServer({
     noServer: true,
     maxPayload: config.maxFrameBytes,
@@ -241,8 +244,10 @@ const make = Effect.gen(function*() {
     socket.on("error", ignoreError)
     runSession(Effect.flatten(handleUpgrade(req, socket, head)))
   }
-  server.on("request", onRequest)
-  server.on("upgrade", onUpgrade)
+  // EDGE.md §2: in ACME mode a request for another Host is answered 421 before anything runs.
+  const domains = config.acme === undefined ? undefined : new Set(config.acme.domains)
+  server.on("request", domains === undefined ? onRequest : guardRequests(domains, onRequest))
+  server.on("upgrade", domains === undefined ? onUpgrade : guardUpgrades(domains, onUpgrade))
   // Malformed or late request heads. With this listener Node writes no response of its own.
   server.on("clientError", (error: NodeJS.ErrnoException, socket: Stream.Duplex) => {
     const status = clientErrorStatus(error.code)

@@ -140,6 +140,22 @@ export const connectionsRejected: Record<RejectReason, Metric.Counter<number>> =
   proxy_header: counter(REJECTED, REJECTED_HELP, { reason: "proxy_header" })
 }
 
+// --- certificates (EDGE.md §1) -----------------------------------------------------------------
+
+/** Refreshed from `Certificates` right before each scrape; 0 while no certificate is served. */
+export const certificateExpiry = gauge(
+  "pyrycode_relay_certificate_expiry_timestamp_seconds",
+  "Expiry (Unix time) of the certificate being served in ACME mode; 0 until one exists."
+)
+
+export type OrderOutcome = "issued" | "failed"
+const ORDERS = "pyrycode_relay_certificate_orders_total"
+const ORDERS_HELP = "ACME certificate orders by outcome."
+export const certificateOrders: Record<OrderOutcome, Metric.Counter<number>> = {
+  issued: counter(ORDERS, ORDERS_HELP, { outcome: "issued" }),
+  failed: counter(ORDERS, ORDERS_HELP, { outcome: "failed" })
+}
+
 /** Every series, so boot can create each at 0 (series exist only after their first update). */
 export const allCounters: ReadonlyArray<Metric.Counter<number>> = [
   framesForwardedPhoneToBinary,
@@ -153,9 +169,15 @@ export const allCounters: ReadonlyArray<Metric.Counter<number>> = [
   ...Object.values(upgradeAttempts.server),
   ...Object.values(upgradeAttempts.client),
   ...Object.values(registerFailures),
-  ...Object.values(connectionsRejected)
+  ...Object.values(connectionsRejected),
+  ...Object.values(certificateOrders)
 ]
-export const allGauges: ReadonlyArray<Metric.Gauge<number>> = [connectedBinaries, connectedPhones, bufferedBytes]
+export const allGauges: ReadonlyArray<Metric.Gauge<number>> = [
+  connectedBinaries,
+  connectedPhones,
+  bufferedBytes,
+  certificateExpiry
+]
 
 /** Creates every series at 0. Run once at boot, before the first scrape. */
 export const touchAll: Effect.Effect<void> = Effect.forEach(

@@ -62,7 +62,10 @@ const S = {
   takeovers: "pyrycode_relay_takeovers_total",
   binaries: "pyrycode_relay_connected_binaries",
   phones: "pyrycode_relay_connected_phones",
-  buffered: "pyrycode_relay_buffered_bytes"
+  buffered: "pyrycode_relay_buffered_bytes",
+  // EDGE.md §1: present in every mode; they stay 0 without --domain.
+  certificateOrders: (o: "issued" | "failed") => `pyrycode_relay_certificate_orders_total{outcome="${o}"}`,
+  certificateExpiry: "pyrycode_relay_certificate_expiry_timestamp_seconds"
 } as const
 
 const COUNTERS: ReadonlyArray<string> = [
@@ -74,9 +77,11 @@ const COUNTERS: ReadonlyArray<string> = [
   S.takeovers,
   ...(["server", "client"] as const).flatMap((e) => OUTCOMES.map((o) => S.upgrades(e, o))),
   ...KINDS.map(S.registerFailures),
-  ...REJECT_REASONS.map(S.rejected)
+  ...REJECT_REASONS.map(S.rejected),
+  S.certificateOrders("issued"),
+  S.certificateOrders("failed")
 ]
-const GAUGES: ReadonlyArray<string> = [S.binaries, S.phones, S.buffered]
+const GAUGES: ReadonlyArray<string> = [S.binaries, S.phones, S.buffered, S.certificateExpiry]
 const ALL_SERIES: ReadonlyArray<string> = [...COUNTERS, ...GAUGES]
 const familyOf = (series: string) => series.split("{")[0]!
 
