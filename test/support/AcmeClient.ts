@@ -1,9 +1,43 @@
 /**
  * Clients of a relay in ACME mode: TLS handshakes and HTTPS requests that name a host (SNI and
- * `Host`) while dialling 127.0.0.1, and plain HTTP to its challenge listener.
+ * `Host`) while dialling 127.0.0.1, plain HTTP to its challenge listener, and the flags the ACME
+ * tests start it with.
  */
 import * as Https from "node:https"
 import * as Tls from "node:tls"
+import type WebSocket from "ws"
+import { eventually } from "./Peers.ts"
+import { startRelay } from "./RelayProcess.ts"
+
+export const DOMAIN = "relay.pyrycode.test"
+export const OTHER = "alt.pyrycode.test"
+export const ISSUED = `pyrycode_relay_certificate_orders_total{outcome="issued"}`
+export const FAILED = `pyrycode_relay_certificate_orders_total{outcome="failed"}`
+export const EXPIRY = "pyrycode_relay_certificate_expiry_timestamp_seconds"
+
+/** Polls the challenge listener's /readyz until 200; returns how long it took. */
+export const untilReady = async (httpPort: number, timeoutMs: number): Promise<number> => {
+  const started = Date.now()
+  await eventually(async () => (await challengeRequest(httpPort, "/readyz").catch(() => ({ status: 0 }))).status === 200, timeoutMs)
+  return Date.now() - started
+}
+
+/** ACME mode for both names against `pebble`, challenges on `httpPort`. */
+export const acmeFlags = (pebble: { directoryUrl: string; caFile: string }, cache: string, httpPort: number) => [
+  "--domain", `${DOMAIN},${OTHER}`,
+  "--acme-directory", pebble.directoryUrl,
+  "--acme-ca-file", pebble.caFile,
+  "--acme-email", "ops@pyrycode.test",
+  "--cert-cache", cache,
+  "--http-listen", `127.0.0.1:${httpPort}`
+]
+
+/** `ws` passes `servername` on to `tls.connect` (its types do not list it). */
+export const sni = (servername: string) => ({ servername }) as WebSocket.ClientOptions
+
+/** The relay process in ACME mode (the public port given as --https-listen). */
+export const startAcmeRelay = (flags: ReadonlyArray<string>) => startRelay(flags, { tls: true, listenFlag: "--https-listen" })
+
 
 export interface Handshake {
   readonly serial?: string
