@@ -115,6 +115,8 @@ export const installProxyGate = (
     }
 
     const admit = (socket: Net.Socket, client: ClientAddress): void => {
+      // Gone between its header and now: nothing to hand over (and no `close` left to clean up on).
+      if (socket.destroyed) return
       if (server instanceof Tls.Server) {
         const key = peerKey(socket)
         overTls.set(key, client)
