@@ -10,6 +10,7 @@ import * as Metric from "effect/Metric"
 import { Ledger } from "./connection/BufferLedger.ts"
 import { RelayConfig } from "./config/RelayConfig.ts"
 import { version } from "./config/Version.ts"
+import { Certificates } from "./edge/Certificates.ts"
 import { MetricsServer } from "./http/MetricsServer.ts"
 import { PublicServer } from "./http/PublicServer.ts"
 import * as Log from "./observability/Log.ts"
@@ -35,10 +36,22 @@ export const RelayCore = Layer.mergeAll(
   ConnectionCaps.layer
 )
 
-/** `buffered_bytes` is read from the ledger at scrape time: always current, free on the hot path. */
+/**
+ * `buffered_bytes` is read from the ledger and the certificate expiry from `Certificates` at scrape
+ * time: always current, free on the hot path.
+ */
 const refreshGauges = Layer.effect(
   BeforeScrape,
-  Effect.map(Ledger, (ledger) => Effect.suspend(() => Metric.update(Metrics.bufferedBytes, ledger.bytes)))
+  Effect.gen(function*() {
+    const ledger = yield* Ledger
+    const certificates = yield* Certificates
+    return Effect.suspend(() =>
+      Effect.andThen(
+        Metric.update(Metrics.bufferedBytes, ledger.bytes),
+        Metric.update(Metrics.certificateExpiry, certificates.expirySeconds())
+      )
+    )
+  })
 )
 
 const MetricsLayer = MetricsServer.layer.pipe(
@@ -49,14 +62,20 @@ const announce = Layer.effectDiscard(Effect.gen(function*() {
   const config = yield* RelayConfig
   const publicServer = yield* PublicServer
   const metricsServer = yield* MetricsServer
+  const certificates = yield* Certificates
+  const acme = config.acme
+  const challenge = certificates.challengeListen
   yield* Log.info("relay started", {
     version,
     listen: `${publicServer.address.host}:${publicServer.address.port}`,
     metrics_listen: metricsServer.address === undefined
       ? "disabled"
       : `${metricsServer.address.host}:${metricsServer.address.port}`,
-    tls: config.tls !== undefined,
+    tls: config.tls !== undefined || acme !== undefined,
     push: config.fcmCredentials === undefined ? "off" : "fcm",
+    proxy_protocol: config.proxyProtocol,
+    ...(acme === undefined ? {} : { domain: acme.domains.join(","), cert_cache: acme.certCache }),
+    ...(challenge === undefined ? {} : { http_listen: `${challenge.host}:${challenge.port}` }),
     limits: {
       max_connections: config.maxConnections,
       max_connections_per_ip: config.maxConnectionsPerIp,
@@ -74,12 +93,14 @@ const announce = Layer.effectDiscard(Effect.gen(function*() {
 }))
 
 /**
- * Everything the relay serves; needs `RelayConfig`. Layers close in the reverse of their build
- * order: the public listener drains first, then push wake interrupts the sends still in flight
- * (so a wake sent during the drain can still finish), then the core.
+ * Everything the relay serves; needs `RelayConfig`. Certificates (ACME mode) come up first. Layers
+ * close in the reverse of their build order: the public listener drains first, then push wake
+ * interrupts the sends still in flight (so a wake sent during the drain can still finish), then
+ * the core.
  */
 export const layer = announce.pipe(
   Layer.provideMerge(Layer.mergeAll(PublicServer.layer, MetricsLayer)),
   Layer.provideMerge(PushWake.layer),
-  Layer.provideMerge(RelayCore)
+  Layer.provideMerge(RelayCore),
+  Layer.provideMerge(Certificates.layer)
 )

@@ -4,7 +4,7 @@
  * `AppRoutes`; use the `Registry` and the metric definitions on their own.
  */
 export { RelayConfig, defaults as relayConfigDefaults } from "./config/RelayConfig.ts"
-export type { ListenAddress, LogFormat, LogLevelName, RelayConfigShape } from "./config/RelayConfig.ts"
+export type { AcmeSettings, ListenAddress, LogFormat, LogLevelName, RelayConfigShape } from "./config/RelayConfig.ts"
 export { relayConfigLayer } from "./config/RelayConfigLayer.ts"
 export { BootRefusal, loadRelayConfig, usage } from "./config/Cli.ts"
 export { version } from "./config/Version.ts"

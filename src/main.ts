@@ -40,7 +40,9 @@ const program = Layer.launch(
   Effect.catchTags({
     ListenError: (error) => Effect.fail(error.message),
     MetricsListenError: (error) => Effect.fail(`metrics listener: ${error.message}`),
-    WsInternalsChanged: (error) => Effect.fail(error.message)
+    WsInternalsChanged: (error) => Effect.fail(error.message),
+    CertificateCacheError: (error) => Effect.fail(error.message),
+    AcmeCaFileError: (error) => Effect.fail(error.message)
   })
 )
 

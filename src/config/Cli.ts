@@ -12,15 +12,21 @@ import * as Config from "effect/Config"
 import * as ConfigProvider from "effect/ConfigProvider"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
 import * as Result from "effect/Result"
 import * as Schema from "effect/Schema"
 import * as SchemaIssue from "effect/SchemaIssue"
 import * as Str from "effect/String"
-import { defaults } from "./RelayConfig.ts"
-import type { ListenAddress, LogFormat, LogLevelName, RelayConfigShape } from "./RelayConfig.ts"
+import { capabilityRefusal, readProcStatus } from "../edge/Capabilities.ts"
+import * as Os from "node:os"
+import * as Path from "node:path"
+import { defaults, LETS_ENCRYPT_DIRECTORY } from "./RelayConfig.ts"
+import type { AcmeSettings, ListenAddress, LogFormat, LogLevelName, RelayConfigShape } from "./RelayConfig.ts"
 import {
   isLoopbackLiteral,
   parseCount,
+  parseDomains,
+  parseListenOrEvery,
   parseDuration,
   parseListen,
   parseSize,
@@ -54,6 +60,8 @@ const FCM_CREDENTIALS = "fcm-credentials"
 interface FlagSpec {
   readonly name: string
   readonly boolean?: true
+  /** May be given more than once; the values are joined with commas. */
+  readonly repeatable?: true
   readonly default: string
   readonly meaning: string
 }
@@ -63,10 +71,18 @@ export const flags: ReadonlyArray<FlagSpec> = [
   { name: "listen", default: "127.0.0.1:8080", meaning: "public listener host:port (plain HTTP unless --tls-cert/--tls-key)" },
   { name: "tls-cert", default: "unset", meaning: "PEM certificate file: serve HTTPS on --listen (needs --tls-key)" },
   { name: "tls-key", default: "unset", meaning: "PEM private key file (needs --tls-cert)" },
+  { name: "domain", repeatable: true, default: "unset", meaning: "ACME mode: certificates for this DNS name (repeat, or comma-separate, for more)" },
+  { name: "acme-directory", default: "Let's Encrypt production", meaning: "ACME directory URL (staging, or a private CA)" },
+  { name: "acme-email", default: "unset", meaning: "ACME account contact address" },
+  { name: "acme-ca-file", default: "unset", meaning: "extra PEM CA bundle trusted when talking to the ACME directory" },
+  { name: "cert-cache", default: "$HOME/.pyrycode-relay/certs", meaning: "ACME account key, certificates and keys" },
+  { name: "https-listen", default: ":443", meaning: "ACME mode: the TLS listener (serves what --listen serves)" },
+  { name: "http-listen", default: ":80", meaning: "ACME mode: HTTP-01 challenges and /readyz only" },
   { name: "metrics-listen", default: "127.0.0.1:9090", meaning: "/metrics listener: loopback IP literal with port; \"\" disables" },
   { name: "max-connections", default: "1000", meaning: "global WebSocket connection cap (> 0)" },
   { name: "max-connections-per-ip", default: "64", meaning: "live WebSocket connections per source IP; 0 disables" },
   { name: "trust-x-forwarded-for", boolean: true, default: "false", meaning: "take the source IP from the left-most X-Forwarded-For entry" },
+  { name: "proxy-protocol", boolean: true, default: "false", meaning: "require a PROXY protocol v2 header on every public connection; its source is the client" },
   { name: "grace-period", default: "30s", meaning: "how long a disconnected binary's server-id is kept for it" },
   { name: "heartbeat-interval", default: "30s", meaning: "ping period on every connection" },
   { name: "heartbeat-timeout", default: "30s", meaning: "pong deadline before closing 1011" },
@@ -112,7 +128,8 @@ export const usage: string = [
   "Environment: every flag can also be set as PYRYCODE_RELAY_<FLAG> in upper snake case",
   "(--grace-period -> PYRYCODE_RELAY_GRACE_PERIOD; booleans take true or false). A flag wins over",
   "its variable. Unknown PYRYCODE_RELAY_* variables are refused.",
-  "  PYRYCODE_RELAY_PRODUCTION=1   refuse to run as root and require an explicit --listen",
+  "  PYRYCODE_RELAY_PRODUCTION=1   refuse to run as root, require an explicit --listen, and refuse any",
+  "                                effective capability other than CAP_NET_BIND_SERVICE (Linux)",
   "  PYRYCODE_RELAY_FCM_CREDENTIALS  Google service-account JSON key: turns push wake on (docs/push.md)",
   "",
   "Invalid configuration exits 2 before anything is bound."
@@ -168,8 +185,9 @@ export const parseArgs = (argv: ReadonlyArray<string>): Effect.Effect<ParsedArgs
         value = next
         i++
       }
-      if (Object.hasOwn(values, name)) refuse(`--${name}: given more than once`)
-      else values[name] = value
+      if (!Object.hasOwn(values, name)) values[name] = value
+      else if (spec.repeatable === true) values[name] = `${values[name]},${value}`
+      else refuse(`--${name}: given more than once`)
     }
   }
   if (help) return Effect.succeed({ _tag: "Help" })
@@ -211,6 +229,14 @@ const serviceAccount = (raw: string): Parsed<FcmCredentials> => {
 const filePath = (raw: string): Parsed<string> =>
   raw === "" ? Result.fail("must be a file path, not empty") : Result.succeed(raw)
 
+const httpsUrl = (raw: string): Parsed<string> => {
+  if (!URL.canParse(raw)) return Result.fail(`${show(raw)} is not a URL`)
+  return new URL(raw).protocol === "https:" ? Result.succeed(raw) : Result.fail(`${show(raw)} is not an https:// URL`)
+}
+
+const emailAddress = (raw: string): Parsed<string> =>
+  /^[^\s@,<>]+@[^\s@,<>]+$/.test(raw) ? Result.succeed(raw) : Result.fail(`${show(raw)} is not an email address`)
+
 const metricsAddress = (raw: string): Parsed<ListenAddress | undefined> =>
   raw === ""
     ? Result.succeed(undefined)
@@ -247,6 +273,14 @@ export const relayConfig = (nameOf: (key: string) => string) => {
     maxConnections: count("max-connections", defaults.maxConnections, 1),
     maxConnectionsPerIp: count("max-connections-per-ip", defaults.maxConnectionsPerIp, 0),
     trustXForwardedFor: field("trust-x-forwarded-for", bool).pipe(Config.withDefault(defaults.trustXForwardedFor)),
+    proxyProtocol: field("proxy-protocol", bool).pipe(Config.withDefault(defaults.proxyProtocol)),
+    domain: Config.option(field("domain", parseDomains)),
+    acmeDirectory: Config.option(field("acme-directory", httpsUrl)),
+    acmeEmail: Config.option(field("acme-email", emailAddress)),
+    acmeCaFile: Config.option(field("acme-ca-file", filePath)),
+    certCache: Config.option(field("cert-cache", filePath)),
+    httpsListen: Config.option(field("https-listen", parseListenOrEvery)),
+    httpListen: Config.option(field("http-listen", parseListenOrEvery)),
     gracePeriod: duration("grace-period", defaults.gracePeriod, false),
     heartbeatInterval: duration("heartbeat-interval", defaults.heartbeatInterval),
     heartbeatTimeout: duration("heartbeat-timeout", defaults.heartbeatTimeout),
@@ -291,12 +325,14 @@ const knownEnv = new Set([...flags.map((f) => envName(f.name)), envName(PRODUCTI
 
 /**
  * `argv` (without node and script) + environment → what the process should do. `uid` is the
- * effective user id (`process.getuid?.()`), an input so the production root check is testable.
+ * effective user id (`process.getuid?.()`) and `procStatus` reads `/proc/self/status`: inputs, so
+ * the production root and capability checks are testable.
  */
 export const loadRelayConfig = (
   argv: ReadonlyArray<string>,
   env: Readonly<Record<string, string | undefined>>,
-  uid: number | undefined = process.getuid?.()
+  uid: number | undefined = process.getuid?.(),
+  procStatus: () => Result.Result<string, string> = readProcStatus
 ): Effect.Effect<CliOutcome, BootRefusal> =>
   Effect.gen(function*() {
     const args = yield* parseArgs(argv)
@@ -324,6 +360,43 @@ export const loadRelayConfig = (
         ? refuse(`${nameOf("tls-cert")} is set without ${nameOf("tls-key")} (give both or neither)`)
         : refuse(`${nameOf("tls-key")} is set without ${nameOf("tls-cert")} (give both or neither)`)
     }
+    const acmeOnly = ["acme-directory", "acme-email", "acme-ca-file", "cert-cache", "https-listen", "http-listen"] as const
+    let acme: AcmeSettings | undefined
+    let httpsListen: ListenAddress | undefined
+    if (v.domain._tag === "None") {
+      const given = acmeOnly.find((key) => Object.hasOwn(args.flags, key) || env[envName(key)] !== undefined)
+      if (given !== undefined) return yield* refuse(`${nameOf(given)} needs --domain (ACME mode)`)
+    } else {
+      // EDGE.md §1: one way to serve TLS at a time.
+      if (v.tlsCert._tag === "Some" || v.tlsKey._tag === "Some") {
+        const tlsFlag = nameOf(v.tlsCert._tag === "Some" ? "tls-cert" : "tls-key")
+        return yield* refuse(`${nameOf("domain")} cannot be combined with ${tlsFlag} (one way to serve TLS at a time)`)
+      }
+      if (v.listen._tag === "Some") {
+        return yield* refuse(
+          `${nameOf("domain")} cannot be combined with ${nameOf("listen")} (in ACME mode the TLS listener is --https-listen)`
+        )
+      }
+      httpsListen = Option.getOrElse(v.httpsListen, () => ({ host: "", port: 443 }))
+      const httpListen = Option.getOrElse(v.httpListen, () => ({ host: "", port: 80 }))
+      if (httpsListen.host === httpListen.host && httpsListen.port === httpListen.port) {
+        return yield* refuse(`${nameOf("http-listen")} and ${nameOf("https-listen")} are the same address`)
+      }
+      const home = env.HOME !== undefined && env.HOME !== "" ? env.HOME : Os.homedir()
+      acme = {
+        domains: v.domain.value,
+        directoryUrl: Option.getOrElse(v.acmeDirectory, () => LETS_ENCRYPT_DIRECTORY),
+        email: Option.getOrUndefined(v.acmeEmail),
+        caFile: Option.getOrUndefined(v.acmeCaFile),
+        certCache: Path.resolve(Option.getOrElse(v.certCache, () => Path.join(home, ".pyrycode-relay", "certs"))),
+        httpListen
+      }
+    }
+    if (v.proxyProtocol && v.trustXForwardedFor) {
+      return yield* refuse(
+        `${nameOf("proxy-protocol")} and ${nameOf("trust-x-forwarded-for")} are both set: two sources for the client address (use one)`
+      )
+    }
     if (v.phoneOutboxBytes < v.maxFrameBytes) {
       return yield* refuse(
         `${nameOf("phone-outbox-bytes")}: ${v.phoneOutboxBytes} is smaller than max-frame-bytes ${v.maxFrameBytes}, so a full-size frame could never be queued`
@@ -335,10 +408,14 @@ export const loadRelayConfig = (
       )
     }
     if (v.production) {
-      if (v.listen._tag === "None") {
+      // In ACME mode --https-listen (default :443) is the production listener.
+      if (v.listen._tag === "None" && acme === undefined) {
         return yield* refuse(`${envName(PRODUCTION)}=1: --listen (or ${envName("listen")}) must be given explicitly`)
       }
       if (uid === 0) return yield* refuse(`${envName(PRODUCTION)}=1: refusing to run as root (uid 0)`)
+      // EDGE.md §4: read only in production, so other platforms run without /proc.
+      const capabilities = capabilityRefusal(procStatus())
+      if (capabilities !== undefined) return yield* refuse(`${envName(PRODUCTION)}=1: ${capabilities}`)
     }
 
     let fcmCredentials = v.fcmCredentials._tag === "Some" ? v.fcmCredentials.value : undefined
@@ -354,7 +431,7 @@ export const loadRelayConfig = (
     }
 
     const config: RelayConfigShape = {
-      listen: v.listen._tag === "Some" ? v.listen.value : defaults.listen,
+      listen: httpsListen ?? (v.listen._tag === "Some" ? v.listen.value : defaults.listen),
       tls: v.tlsCert._tag === "Some" && v.tlsKey._tag === "Some"
         ? { certFile: v.tlsCert.value, keyFile: v.tlsKey.value }
         : undefined,
@@ -362,6 +439,8 @@ export const loadRelayConfig = (
       maxConnections: v.maxConnections,
       maxConnectionsPerIp: v.maxConnectionsPerIp,
       trustXForwardedFor: v.trustXForwardedFor,
+      proxyProtocol: v.proxyProtocol,
+      acme,
       gracePeriod: v.gracePeriod,
       heartbeatInterval: v.heartbeatInterval,
       heartbeatTimeout: v.heartbeatTimeout,

@@ -4,11 +4,33 @@ import * as Layer from "effect/Layer"
 import type { FcmCredentials } from "../push/ServiceAccount.ts"
 import { DEFAULT_FCM_ENDPOINT, DEFAULT_FCM_PROJECT_ID } from "../push/ServiceAccount.ts"
 
-/** A host and port to listen on. `host` is an IP literal or name, without brackets. */
+/**
+ * A host and port to listen on. `host` is an IP literal or name, without brackets; `""` (only
+ * from `--https-listen`/`--http-listen` `:port`) means every interface.
+ */
 export interface ListenAddress {
   readonly host: string
   readonly port: number
 }
+
+/**
+ * ACME mode (EDGE.md §1): certificates for `domains` from the CA at `directoryUrl`, kept in
+ * `certCache`. In this mode `RelayConfigShape.listen` is the TLS listener (`--https-listen`).
+ */
+export interface AcmeSettings {
+  /** Lower case, without a trailing dot, each once, in the order given. */
+  readonly domains: ReadonlyArray<string>
+  readonly directoryUrl: string
+  readonly email: string | undefined
+  /** Extra PEM CA bundle trusted when talking to the directory. */
+  readonly caFile: string | undefined
+  /** Absolute path of the cache directory. */
+  readonly certCache: string
+  /** The HTTP-01 challenge listener; `host` `""` means every interface. */
+  readonly httpListen: ListenAddress
+}
+
+export const LETS_ENCRYPT_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory"
 
 export type LogFormat = "json" | "pretty"
 export type LogLevelName = "trace" | "debug" | "info" | "warn" | "error" | "fatal"
@@ -27,6 +49,13 @@ export interface RelayConfigShape {
   /** 0 disables the per-IP concurrent cap. */
   readonly maxConnectionsPerIp: number
   readonly trustXForwardedFor: boolean
+  /**
+   * Every connection to the public listener must open with a PROXY protocol v2 header whose
+   * source address is the client's (EDGE.md §3). Never together with `trustXForwardedFor`.
+   */
+  readonly proxyProtocol: boolean
+  /** ACME mode (`--domain`), or `undefined`. */
+  readonly acme: AcmeSettings | undefined
   readonly gracePeriod: Duration.Duration
   readonly heartbeatInterval: Duration.Duration
   readonly heartbeatTimeout: Duration.Duration
@@ -68,6 +97,8 @@ export const defaults: RelayConfigShape = {
   maxConnections: 1000,
   maxConnectionsPerIp: 64,
   trustXForwardedFor: false,
+  proxyProtocol: false,
+  acme: undefined,
   gracePeriod: Duration.seconds(30),
   heartbeatInterval: Duration.seconds(30),
   heartbeatTimeout: Duration.seconds(30),

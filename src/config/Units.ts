@@ -120,6 +120,40 @@ export const parseListen = (raw: string): Parsed<ListenAddress> => {
 }
 
 /**
+ * `parseListen`, plus `:port` for every interface: the spelling of `--https-listen :443` and
+ * `--http-listen :80` (EDGE.md §1), listeners that exist to face the internet. The host comes back
+ * as `""`.
+ */
+export const parseListenOrEvery = (raw: string): Parsed<ListenAddress> => {
+  if (!raw.startsWith(":")) return parseListen(raw)
+  const port = parsePort(raw.slice(1))
+  return Result.isFailure(port) ? Result.fail(`${show(raw)}: ${port.failure}`) : Result.succeed({ host: "", port: port.success })
+}
+
+/** Most names in one certificate (Let's Encrypt's limit). */
+export const MAX_DOMAINS = 100
+
+/**
+ * `--domain`: one or more DNS names, comma-separated. Lower-cased, a trailing dot dropped, each
+ * kept once. IP literals and wildcards are refused: HTTP-01 proves control of a DNS name only.
+ */
+export const parseDomains = (raw: string): Parsed<ReadonlyArray<string>> => {
+  const names: Array<string> = []
+  for (const part of raw.split(",")) {
+    const name = part.trim().toLowerCase().replace(/\.$/, "")
+    if (name === "") return Result.fail(`${show(raw)} has an empty name`)
+    if (isIPv4(name) || isIPv6(name) || /^\[.*\]$/.test(name)) {
+      return Result.fail(`${show(name)} is an IP address (certificates here are for DNS names)`)
+    }
+    if (name.includes("*")) return Result.fail(`${show(name)} is a wildcard (HTTP-01 cannot prove a wildcard)`)
+    if (!HOSTNAME.test(name) || /^[\d.]+$/.test(name)) return Result.fail(`${show(name)} is not a DNS name`)
+    if (!names.includes(name)) names.push(name)
+  }
+  if (names.length > MAX_DOMAINS) return Result.fail(`${names.length} names, at most ${MAX_DOMAINS}`)
+  return Result.succeed(names)
+}
+
+/**
  * Whether `host` (as returned by `parseListen`) is a loopback IP literal: `127.x.y.z`, or `::1`
  * in any spelling. Names such as `localhost` are not literals and do not count: what they resolve
  * to is not ours to decide.

@@ -1,22 +1,29 @@
 /**
- * Binding the public listener: plain HTTP, or HTTPS (TLS ≥ 1.2) with `--tls-cert`/`--tls-key`.
+ * Binding the public listener: plain HTTP, HTTPS (TLS ≥ 1.2) with `--tls-cert`/`--tls-key`, or in
+ * ACME mode HTTPS whose certificate is chosen per handshake by `Certificates` (SNI).
  * Node's own deadlines enforce the handshake timeout (slowloris): `headersTimeout` bounds the
  * request head, and `connectionsCheckingInterval` makes the check run often enough to matter.
+ * With `--proxy-protocol` the same timeout bounds the PROXY header (EDGE.md §3: 5 s by default).
  */
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Schema from "effect/Schema"
+import type * as Scope from "effect/Scope"
 import { readFileSync } from "node:fs"
 import * as Http from "node:http"
 import * as Https from "node:https"
-import type { RelayConfigShape } from "../config/RelayConfig.ts"
+import type * as Net from "node:net"
+import type * as Tls from "node:tls"
+import type { ListenAddress, RelayConfigShape } from "../config/RelayConfig.ts"
+import { installProxyGate } from "../edge/ProxyListener.ts"
 
 /** The listener could not be set up or bound (SPEC §9: the relay exits 1). */
 export class ListenError extends Schema.TaggedError<ListenError>()("ListenError", {
   message: Schema.String
 }) {}
 
-const serverOptions = (config: RelayConfigShape): Http.ServerOptions => {
+/** Node's request-head deadlines from `--handshake-timeout` (also used by the challenge listener). */
+export const serverOptions = (config: RelayConfigShape): Http.ServerOptions => {
   const handshake = Math.max(1, Duration.toMillis(config.handshakeTimeout))
   return {
     headersTimeout: handshake,
@@ -26,9 +33,16 @@ const serverOptions = (config: RelayConfigShape): Http.ServerOptions => {
   }
 }
 
-const createServer = (config: RelayConfigShape): Effect.Effect<Http.Server, ListenError> =>
+/** Picks the certificate for a handshake from its SNI name (ACME mode). */
+export type SniCallback = NonNullable<Tls.TlsOptions["SNICallback"]>
+
+const createServer = (config: RelayConfigShape, sni: SniCallback | undefined): Effect.Effect<Http.Server, ListenError> =>
   Effect.try({
     try: () => {
+      if (sni !== undefined) {
+        // No default certificate: a handshake without SNI, or naming another host, fails.
+        return Https.createServer({ ...serverOptions(config), SNICallback: sni, minVersion: "TLSv1.2" })
+      }
       if (config.tls === undefined) return Http.createServer(serverOptions(config))
       return Https.createServer({
         ...serverOptions(config),
@@ -40,26 +54,42 @@ const createServer = (config: RelayConfigShape): Effect.Effect<Http.Server, List
     catch: (error) => new ListenError({ message: `cannot load TLS files: ${(error as Error).message}` })
   })
 
-export const bindPublic = (config: RelayConfigShape): Effect.Effect<Http.Server, ListenError> =>
-  Effect.flatMap(createServer(config), (server) =>
-    Effect.callback<Http.Server, ListenError>((resume) => {
-      const { host, port } = config.listen
-      const onError = (error: Error) =>
-        resume(Effect.fail(new ListenError({ message: `cannot listen on ${host}:${port}: ${error.message}` })))
-      server.once("error", onError)
-      server.listen({ host, port, exclusive: true }, () => {
-        server.off("error", onError)
-        resume(Effect.succeed(server))
-      })
-      return Effect.sync(() => {
-        server.off("error", onError)
-        server.close()
-      })
-    }))
+/** Binds `server` to `address`; host `""` means every interface. */
+export const listenOn = <S extends Net.Server>(server: S, address: ListenAddress): Effect.Effect<S, ListenError> =>
+  Effect.callback<S, ListenError>((resume) => {
+    const { host, port } = address
+    const onError = (error: Error) =>
+      resume(Effect.fail(new ListenError({ message: `cannot listen on ${host}:${port}: ${error.message}` })))
+    server.once("error", onError)
+    server.listen({ ...(host === "" ? {} : { host }), port, exclusive: true }, () => {
+      server.off("error", onError)
+      resume(Effect.succeed(server))
+    })
+    return Effect.sync(() => {
+      server.off("error", onError)
+      server.close()
+    })
+  })
 
-export const closeServer = (server: Http.Server): Effect.Effect<void> =>
+/**
+ * The bound public server, a resource of the caller's scope; `sni` chooses certificates in ACME
+ * mode. With `--proxy-protocol` the PROXY
+ * gate is put in front before the first connection can arrive; connections still waiting for
+ * their header are destroyed when the scope closes.
+ */
+export const bindPublic = (
+  config: RelayConfigShape,
+  sni?: SniCallback
+): Effect.Effect<Http.Server, ListenError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const server = yield* createServer(config, sni)
+    if (config.proxyProtocol) yield* installProxyGate(server, config.handshakeTimeout)
+    return yield* Effect.acquireRelease(listenOn(server, config.listen), closeServer)
+  })
+
+export const closeServer = (server: Net.Server & { closeAllConnections?: () => void }): Effect.Effect<void> =>
   Effect.callback<void>((resume) => {
     if (!server.listening) return resume(Effect.void)
     server.close(() => resume(Effect.void))
-    server.closeAllConnections()
+    server.closeAllConnections?.()
   })

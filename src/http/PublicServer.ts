@@ -46,8 +46,10 @@ import type { Endpoint } from "../observability/Metrics.ts"
 import { ConnectionHold, holding } from "./ConnectionHold.ts"
 import { afterEarlierResponses } from "./EarlierResponses.ts"
 import { type DistinctHeaders, endpointOf, handshakeRefusal, hasRequiredHeaders, headerValue, pathOf } from "./UpgradeGate.ts"
-import { bindPublic, closeServer, ListenError } from "./Listener.ts"
+import { bindPublic, ListenError } from "./Listener.ts"
 import { AppRoutes } from "./AppRoutes.ts"
+import { Certificates } from "../edge/Certificates.ts"
+import { guardRequests, guardUpgrades } from "../edge/HostCheck.ts"
 import { rejectUpgrade } from "./RejectUpgrade.ts"
 
 export class PublicServer extends Context.Service<PublicServer, {
@@ -57,7 +59,7 @@ export class PublicServer extends Context.Service<PublicServer, {
   static readonly layer: Layer.Layer<
     PublicServer,
     ListenError | WsInternalsChanged,
-    RelayConfig | Registry | Ledger | Lifecycle | ConnectionWatcher | RateLimiter | ConnectionCaps
+    RelayConfig | Registry | Ledger | Lifecycle | ConnectionWatcher | RateLimiter | ConnectionCaps | Certificates
   > = Layer
     .effect(PublicServer, Effect.suspend(() => make))
 }
@@ -116,7 +118,8 @@ const make = Effect.gen(function*() {
    */
   const admissionWarnings = makePeerWarnings()
 
-  const server = yield* Effect.acquireRelease(bindPublic(config), closeServer)
+  const certificates = yield* Certificates
+  const server = yield* bindPublic(config, certificates.sniCallback)
   const wss = new WebSocketServer({
     noServer: true,
     maxPayload: config.maxFrameBytes,
@@ -246,8 +249,10 @@ const make = Effect.gen(function*() {
     const hold = new ConnectionHold(sockets)
     runSession(holding(hold, handleUpgrade(hold, req, socket, head)))
   }
-  server.on("request", onRequest)
-  server.on("upgrade", onUpgrade)
+  // EDGE.md §2: in ACME mode a request for another Host is answered 421 before anything runs.
+  const domains = config.acme === undefined ? undefined : new Set(config.acme.domains)
+  server.on("request", domains === undefined ? onRequest : guardRequests(domains, onRequest))
+  server.on("upgrade", domains === undefined ? onUpgrade : guardUpgrades(domains, onUpgrade))
   // Malformed or late request heads. With this listener Node writes no response of its own.
   // Node reports a parse error again for every further read of a connection, so only the first
   // report of a connection is answered.

@@ -37,6 +37,13 @@ export type LogEvent =
   | "shutdown started"
   | "shutdown complete"
   | "drain incomplete"
+  | "proxy header refused"
+  | "certificate loaded"
+  | "certificate issued"
+  | "certificate order failed"
+  | "certificate cache tightened"
+  | "certificate cache ignored"
+  | "certificate cache write failed"
 
 /** The allowlisted annotation keys (SPEC §11), plus boot-time config keys. */
 export interface LogFields {
@@ -63,6 +70,11 @@ export interface LogFields {
   readonly tls?: boolean
   readonly push?: string
   readonly limits?: Readonly<Record<string, string | number | boolean>>
+  /** EDGE.md: the configured ACME domain(s), comma-separated; and the boot-time edge settings. */
+  readonly domain?: string
+  readonly cert_cache?: string
+  readonly http_listen?: string
+  readonly proxy_protocol?: boolean
 }
 
 type Level = "Debug" | "Info" | "Warn" | "Error"

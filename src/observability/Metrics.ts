@@ -137,14 +137,32 @@ export const registerFailures: Record<RegisterFailureKind, Metric.Counter<number
   ratelimit: counter(REGISTER_FAILURES, REGISTER_FAILURES_HELP, { kind: "ratelimit" })
 }
 
-export type RejectReason = "conn_cap" | "per_ip_cap" | "handshake_timeout" | "draining"
+export type RejectReason = "conn_cap" | "per_ip_cap" | "handshake_timeout" | "draining" | "proxy_header"
 const REJECTED = "pyrycode_relay_connections_rejected_total"
 const REJECTED_HELP = "Connections refused before the WebSocket handshake, by reason."
 export const connectionsRejected: Record<RejectReason, Metric.Counter<number>> = {
   conn_cap: counter(REJECTED, REJECTED_HELP, { reason: "conn_cap" }),
   per_ip_cap: counter(REJECTED, REJECTED_HELP, { reason: "per_ip_cap" }),
   handshake_timeout: counter(REJECTED, REJECTED_HELP, { reason: "handshake_timeout" }),
-  draining: counter(REJECTED, REJECTED_HELP, { reason: "draining" })
+  draining: counter(REJECTED, REJECTED_HELP, { reason: "draining" }),
+  // EDGE.md §3: a connection without an acceptable PROXY v2 header, closed with zero bytes written.
+  proxy_header: counter(REJECTED, REJECTED_HELP, { reason: "proxy_header" })
+}
+
+// --- certificates (EDGE.md §1) -----------------------------------------------------------------
+
+/** Refreshed from `Certificates` right before each scrape; 0 while no certificate is served. */
+export const certificateExpiry = gauge(
+  "pyrycode_relay_certificate_expiry_timestamp_seconds",
+  "Expiry (Unix time) of the certificate being served in ACME mode; 0 until one exists."
+)
+
+export type OrderOutcome = "issued" | "failed"
+const ORDERS = "pyrycode_relay_certificate_orders_total"
+const ORDERS_HELP = "ACME certificate orders by outcome."
+export const certificateOrders: Record<OrderOutcome, Metric.Counter<number>> = {
+  issued: counter(ORDERS, ORDERS_HELP, { outcome: "issued" }),
+  failed: counter(ORDERS, ORDERS_HELP, { outcome: "failed" })
 }
 
 // --- push wake (PUSH.md §4) ---------------------------------------------------------------------
@@ -175,9 +193,15 @@ export const allCounters: ReadonlyArray<Metric.Counter<number>> = [
   ...Object.values(upgradeAttempts.client),
   ...Object.values(registerFailures),
   ...Object.values(connectionsRejected),
-  ...Object.values(pushWakes)
+  ...Object.values(pushWakes),
+  ...Object.values(certificateOrders)
 ]
-export const allGauges: ReadonlyArray<Metric.Gauge<number>> = [connectedBinaries, connectedPhones, bufferedBytes]
+export const allGauges: ReadonlyArray<Metric.Gauge<number>> = [
+  connectedBinaries,
+  connectedPhones,
+  bufferedBytes,
+  certificateExpiry
+]
 
 /** Creates every series at 0. Run once at boot, before the first scrape. */
 export const touchAll: Effect.Effect<void> = Effect.forEach(

@@ -70,6 +70,11 @@ const KEYS = new Set([
   "tls",
   "push",
   "limits",
+  // EDGE.md's boot-time settings (and `domain`, which its certificate events carry).
+  "proxy_protocol",
+  "domain",
+  "cert_cache",
+  "http_listen",
   "time",
   "level",
   "event"

@@ -56,7 +56,7 @@ const DROP_DIRECTION: Record<DropReason, Direction> = {
   session_ended: "binary_to_phone"
 }
 const KINDS = ["no_server", "server_in_use", "phones_at_cap", "ratelimit"] as const
-const REJECT_REASONS = ["conn_cap", "per_ip_cap", "handshake_timeout", "draining"] as const
+const REJECT_REASONS = ["conn_cap", "per_ip_cap", "handshake_timeout", "draining", "proxy_header"] as const
 /** PUSH.md §4: all five exist at 0 from boot, also when push is off (as in these relays). */
 const PUSH_OUTCOMES = ["dropped", "sent", "unregistered", "token_fetch_failed", "send_failed"] as const
 
@@ -73,7 +73,10 @@ const S = {
   takeovers: "pyrycode_relay_takeovers_total",
   binaries: "pyrycode_relay_connected_binaries",
   phones: "pyrycode_relay_connected_phones",
-  buffered: "pyrycode_relay_buffered_bytes"
+  buffered: "pyrycode_relay_buffered_bytes",
+  // EDGE.md §1: present in every mode; they stay 0 without --domain.
+  certificateOrders: (o: "issued" | "failed") => `pyrycode_relay_certificate_orders_total{outcome="${o}"}`,
+  certificateExpiry: "pyrycode_relay_certificate_expiry_timestamp_seconds"
 } as const
 
 const COUNTERS: ReadonlyArray<string> = [
@@ -86,9 +89,11 @@ const COUNTERS: ReadonlyArray<string> = [
   ...(["server", "client"] as const).flatMap((e) => OUTCOMES.map((o) => S.upgrades(e, o))),
   ...KINDS.map(S.registerFailures),
   ...REJECT_REASONS.map(S.rejected),
-  ...PUSH_OUTCOMES.map(S.pushWakes)
+  ...PUSH_OUTCOMES.map(S.pushWakes),
+  S.certificateOrders("issued"),
+  S.certificateOrders("failed")
 ]
-const GAUGES: ReadonlyArray<string> = [S.binaries, S.phones, S.buffered]
+const GAUGES: ReadonlyArray<string> = [S.binaries, S.phones, S.buffered, S.certificateExpiry]
 const ALL_SERIES: ReadonlyArray<string> = [...COUNTERS, ...GAUGES]
 const familyOf = (series: string) => series.split("{")[0]!
 

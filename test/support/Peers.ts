@@ -79,9 +79,13 @@ export const dialPhone = (base: string, serverId: string, options: DialOptions =
   }, options)
 
 /** The HTTP status a refused upgrade got. */
-export const upgradeStatus = (url: string, headers: Record<string, string>): Promise<number> =>
+export const upgradeStatus = (
+  url: string,
+  headers: Record<string, string>,
+  wsOptions: WebSocket.ClientOptions = {}
+): Promise<number> =>
   new Promise((resolve, reject) => {
-    const ws = new WebSocket(url, { headers })
+    const ws = new WebSocket(url, { ...wsOptions, headers })
     ws.once("unexpected-response", (_req, res) => {
       resolve(res.statusCode ?? 0)
       ws.terminate()

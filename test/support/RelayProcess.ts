@@ -39,6 +39,8 @@ export interface RelayProcess {
 export interface RunOptions {
   readonly env?: Readonly<Record<string, string>>
   readonly tls?: boolean
+  /** The flag the public port is given with: `--https-listen` in ACME mode (where `--listen` is refused). */
+  readonly listenFlag?: "--listen" | "--https-listen"
 }
 
 /** Runs the relay with these arguments; resolves when it exits. */
@@ -73,7 +75,7 @@ export const startRelay = async (flags: ReadonlyArray<string> = [], options: Run
     NODE,
     [
       RELAY_ENTRY,
-      "--listen",
+      options.listenFlag ?? "--listen",
       `127.0.0.1:${port}`,
       "--metrics-listen",
       `127.0.0.1:${metricsPort}`,

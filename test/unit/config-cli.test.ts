@@ -15,14 +15,17 @@ type Env = Record<string, string | undefined>
 
 const NON_ROOT = 1000
 
-const configOf = (argv: ReadonlyArray<string>, env: Env = {}, uid: number | undefined = NON_ROOT) =>
-  loadRelayConfig(argv, env, uid).pipe(
+/** `/proc/self/status` of an ordinary process: no effective capabilities. */
+const NO_CAPS = (): Result.Result<string, string> => Result.succeed("Name:\tnode\nCapEff:\t0000000000000000\n")
+
+const configOf = (argv: ReadonlyArray<string>, env: Env = {}, uid: number | undefined = NON_ROOT, status = NO_CAPS) =>
+  loadRelayConfig(argv, env, uid, status).pipe(
     Effect.flatMap((outcome) => outcome._tag === "Run" ? Effect.succeed(outcome.config) : Effect.die(outcome._tag))
   )
 
 /** The refusal's message; also pins that it is a BootRefusal and fits on one line. */
-const refusalOf = (argv: ReadonlyArray<string>, env: Env = {}, uid: number | undefined = NON_ROOT) =>
-  loadRelayConfig(argv, env, uid).pipe(
+const refusalOf = (argv: ReadonlyArray<string>, env: Env = {}, uid: number | undefined = NON_ROOT, status = NO_CAPS) =>
+  loadRelayConfig(argv, env, uid, status).pipe(
     Effect.flip,
     Effect.map((e) => {
       assert.instanceOf(e, BootRefusal)
@@ -172,6 +175,8 @@ describe("loadRelayConfig", () => {
         maxConnections: 5000,
         maxConnectionsPerIp: 0,
         trustXForwardedFor: true,
+        proxyProtocol: false,
+        acme: undefined,
         gracePeriod: Duration.millis(500),
         heartbeatInterval: Duration.minutes(2),
         heartbeatTimeout: Duration.seconds(45),
@@ -201,6 +206,91 @@ describe("loadRelayConfig", () => {
         Object.fromEntries(Object.entries(x).map(([k, v]) => [k, Duration.isDuration(v) ? ms(v) : v]))
       assert.deepStrictEqual(durations(c), durations(expected))
     }))
+
+  it.effect("--proxy-protocol: bare, =true, =false, from the variable; never with --trust-x-forwarded-for", () =>
+    Effect.gen(function*() {
+      assert.isFalse((yield* configOf([])).proxyProtocol)
+      assert.isTrue((yield* configOf(["--proxy-protocol"])).proxyProtocol)
+      assert.isTrue((yield* configOf(["--proxy-protocol=true"])).proxyProtocol)
+      assert.isFalse((yield* configOf(["--proxy-protocol=false"])).proxyProtocol)
+      const both = yield* refusalOf(["--proxy-protocol", "--trust-x-forwarded-for"])
+      assert.include(both, "--proxy-protocol")
+      assert.include(both, "--trust-x-forwarded-for")
+      assert.include(both, "two sources")
+      // Off on one side is fine.
+      assert.isTrue((yield* configOf(["--proxy-protocol", "--trust-x-forwarded-for=false"])).proxyProtocol)
+    }))
+
+  describe("ACME mode (--domain)", () => {
+    it.effect("--domain alone: Let's Encrypt, :443 for TLS, :80 for challenges, the cache under $HOME", () =>
+      Effect.gen(function*() {
+        assert.isUndefined((yield* configOf([])).acme)
+        const c = yield* configOf(["--domain", "relay.example.com"], { HOME: "/home/relay" })
+        assert.deepStrictEqual(c.acme, {
+          domains: ["relay.example.com"],
+          directoryUrl: "https://acme-v02.api.letsencrypt.org/directory",
+          email: undefined,
+          caFile: undefined,
+          certCache: "/home/relay/.pyrycode-relay/certs",
+          httpListen: { host: "", port: 80 }
+        })
+        assert.deepStrictEqual(c.listen, { host: "", port: 443 })
+        assert.isUndefined(c.tls)
+      }))
+
+    it.effect("names: repeated flag or commas, lower-cased, trailing dot dropped, each once", () =>
+      Effect.gen(function*() {
+        const c = yield* configOf(["--domain", "Relay.Example.COM", "--domain", "b.example.com, relay.example.com.,c.example.org"])
+        assert.deepStrictEqual(c.acme?.domains, ["relay.example.com", "b.example.com", "c.example.org"])
+        const fromEnv = yield* configOf([], { PYRYCODE_RELAY_DOMAIN: "x.example.com,y.example.com" })
+        assert.deepStrictEqual(fromEnv.acme?.domains, ["x.example.com", "y.example.com"])
+      }))
+
+    it.effect("every ACME flag is read", () =>
+      Effect.gen(function*() {
+        const c = yield* configOf([
+          "--domain", "relay.example.com",
+          "--acme-directory", "https://acme-staging-v02.api.letsencrypt.org/directory",
+          "--acme-email", "ops@example.com",
+          "--acme-ca-file", "/etc/relay/ca.pem",
+          "--cert-cache", "/var/lib/relay/certs",
+          "--https-listen", "[::]:8443",
+          "--http-listen", "0.0.0.0:8080"
+        ])
+        assert.deepStrictEqual(c.acme, {
+          domains: ["relay.example.com"],
+          directoryUrl: "https://acme-staging-v02.api.letsencrypt.org/directory",
+          email: "ops@example.com",
+          caFile: "/etc/relay/ca.pem",
+          certCache: "/var/lib/relay/certs",
+          httpListen: { host: "0.0.0.0", port: 8080 }
+        })
+        assert.deepStrictEqual(c.listen, { host: "::", port: 8443 })
+      }))
+
+    it.effect("refusals: TLS files or --listen next to --domain, ACME flags without it, bad names and values", () =>
+      Effect.gen(function*() {
+        const d = ["--domain", "relay.example.com"]
+        assert.include(yield* refusalOf([...d, "--tls-cert", "/c.pem", "--tls-key", "/k.pem"]), "--domain cannot be combined with --tls-cert")
+        assert.include(yield* refusalOf([...d, "--listen", "127.0.0.1:8080"]), "--domain cannot be combined with --listen")
+        assert.include(yield* refusalOf(["--acme-email", "ops@example.com"]), "--acme-email needs --domain")
+        assert.include(yield* refusalOf(["--https-listen", ":443"]), "--https-listen needs --domain")
+        assert.include(yield* refusalOf([], { PYRYCODE_RELAY_CERT_CACHE: "/x" }), "PYRYCODE_RELAY_CERT_CACHE needs --domain")
+        assert.include(yield* refusalOf(["--domain", "192.0.2.1"]), "is an IP address")
+        assert.include(yield* refusalOf(["--domain", "*.example.com"]), "is a wildcard")
+        assert.include(yield* refusalOf(["--domain", "bad_name.example.com"]), "is not a DNS name")
+        assert.include(yield* refusalOf(["--domain", "a.example.com,,b.example.com"]), "has an empty name")
+        assert.include(yield* refusalOf([...d, "--acme-directory", "http://ca.example.com/dir"]), "is not an https:// URL")
+        assert.include(yield* refusalOf([...d, "--acme-email", "not-an-address"]), "is not an email address")
+        assert.include(yield* refusalOf([...d, "--https-listen", ":8443", "--http-listen", ":8443"]), "are the same address")
+        assert.include(yield* refusalOf([...d, "--http-listen", ":0"]), "--http-listen")
+      }))
+
+    it.effect("production in ACME mode needs no --listen (--https-listen is the listener)", () =>
+      Effect.gen(function*() {
+        assert.isTrue((yield* configOf(["--domain", "relay.example.com"], { PYRYCODE_RELAY_PRODUCTION: "1" })).production)
+      }))
+  })
 
   it.effect("--trust-x-forwarded-for accepts =true and =false", () =>
     Effect.gen(function*() {
@@ -363,6 +453,31 @@ describe("loadRelayConfig", () => {
         assert.include(yield* refusalOf(listen, { PYRYCODE_RELAY_PRODUCTION: "1" }, 0), "PYRYCODE_RELAY_PRODUCTION=1: refusing to run as root")
         // Root is fine outside production.
         yield* configOf(listen, {}, 0)
+      }))
+
+    it.effect("=1 refuses effective capabilities other than CAP_NET_BIND_SERVICE, naming them", () =>
+      Effect.gen(function*() {
+        const capEff = (hex: string) => () => Result.succeed(`Name:\tnode\nCapInh:\t0000000000000000\nCapEff:\t${hex}\n`)
+        const production = { PYRYCODE_RELAY_PRODUCTION: "1" }
+        // Exactly CAP_NET_BIND_SERVICE (bit 10), or nothing: runs.
+        assert.isTrue((yield* configOf(listen, production, NON_ROOT, capEff("0000000000000400"))).production)
+        assert.isTrue((yield* configOf(listen, production, NON_ROOT, capEff("0000000000000000"))).production)
+        // CAP_NET_BIND_SERVICE + CAP_NET_RAW (13) + CAP_SYS_ADMIN (21).
+        const message = yield* refusalOf(listen, production, NON_ROOT, capEff("0000000000202400"))
+        assert.strictEqual(
+          message,
+          "PYRYCODE_RELAY_PRODUCTION=1: the effective capability set holds CAP_NET_RAW, CAP_SYS_ADMIN (only CAP_NET_BIND_SERVICE is allowed)"
+        )
+        // Unreadable, or no CapEff line: refused too.
+        assert.include(
+          yield* refusalOf(listen, production, NON_ROOT, () => Result.fail("ENOENT")),
+          "PYRYCODE_RELAY_PRODUCTION=1: cannot read the effective capability set from /proc/self/status (ENOENT)"
+        )
+        assert.include(yield* refusalOf(listen, production, NON_ROOT, () => Result.succeed("Name:\tnode\n")), "no CapEff line")
+        // Outside production the file is never read.
+        yield* configOf(listen, {}, NON_ROOT, () => {
+          throw new Error("read outside production")
+        })
       }))
 
     it.effect("=1 refuses the built-in default --listen", () =>

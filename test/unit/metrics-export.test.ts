@@ -42,18 +42,21 @@ const counters: ReadonlyArray<string> = [
   ...["no_server", "server_in_use", "phones_at_cap", "ratelimit"].map((k) =>
     `pyrycode_relay_register_failures_total{kind="${k}"}`
   ),
-  ...["conn_cap", "per_ip_cap", "handshake_timeout", "draining"].map((r) =>
+  ...["conn_cap", "per_ip_cap", "handshake_timeout", "draining", "proxy_header"].map((r) =>
     `pyrycode_relay_connections_rejected_total{reason="${r}"}`
   ),
   // PUSH.md §4
   ...["dropped", "sent", "unregistered", "token_fetch_failed", "send_failed"].map((o) =>
     `pyrycode_relay_push_wakes_total{outcome="${o}"}`
-  )
+  ),
+  // EDGE.md §1.
+  ...["issued", "failed"].map((o) => `pyrycode_relay_certificate_orders_total{outcome="${o}"}`)
 ]
 const gauges: ReadonlyArray<string> = [
   "pyrycode_relay_connected_binaries",
   "pyrycode_relay_connected_phones",
-  "pyrycode_relay_buffered_bytes"
+  "pyrycode_relay_buffered_bytes",
+  "pyrycode_relay_certificate_expiry_timestamp_seconds"
 ]
 
 const familyOf = (series: string): string => series.split("{")[0] ?? series
