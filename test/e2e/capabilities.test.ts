@@ -10,7 +10,7 @@ import { spawn, spawnSync } from "node:child_process"
 import * as Net from "node:net"
 import * as Path from "node:path"
 import { describe, expect, it } from "vitest"
-import { freePort } from "../support/RelayProcess.ts"
+import { freePort, RELAY_ENTRY } from "../support/RelayProcess.ts"
 
 const ROOT = Path.resolve(import.meta.dirname, "../..")
 const NODE = Path.join(ROOT, "node_modules/.bin/node")
@@ -20,7 +20,7 @@ const setpriv = ["/usr/bin/setpriv", "/bin/setpriv"].find((p) => spawnSync(p, ["
 const isRoot = process.getuid?.() === 0
 /** The checkout must be readable by the unprivileged user (a root-only CI clone is not). */
 const readableByNobody = setpriv !== undefined && isRoot &&
-  spawnSync(setpriv, ["--reuid", NOBODY, "--regid", NOBODY, "--clear-groups", NODE, "-e", "require('fs').readFileSync('src/main.ts')"], {
+  spawnSync(setpriv, ["--reuid", NOBODY, "--regid", NOBODY, "--clear-groups", NODE, "-e", "require('fs').readFileSync('dist/service/relay.mjs')"], {
     cwd: ROOT
   }).status === 0
 const runnable = readableByNobody
@@ -40,7 +40,7 @@ const runWithCaps = (caps: ReadonlyArray<string>, args: ReadonlyArray<string>) =
       : ["--inh-caps", capList, "--ambient-caps", capList]
     const child = spawn(
       setpriv!,
-      ["--reuid", NOBODY, "--regid", NOBODY, "--clear-groups", ...privileges, NODE, "src/main.ts", ...args],
+      ["--reuid", NOBODY, "--regid", NOBODY, "--clear-groups", ...privileges, NODE, RELAY_ENTRY, ...args],
       { cwd: ROOT, env: { PATH: process.env.PATH ?? "", PYRYCODE_RELAY_PRODUCTION: "1" } }
     )
     let stderr = ""
