@@ -1,26 +1,42 @@
 /**
- * The relay as one layer: registry, ledger and lifecycle (the core), the public listener, and
- * the metrics export with its loopback listener. Needs only `RelayConfig`, so a larger Effect app
- * can run it inside its own `Layer.launch` (see docs/embedding.md).
+ * The relay as one layer, in two shapes (see docs/embedding.md):
+ *
+ * * `layer`: standalone — its own public listener (`/v1/server`, `/v1/client`, `/healthz`,
+ *   `/readyz`, the rest to `AppRoutes`), as the service entry runs it;
+ * * `layerOnServer(server)`: mounted on a Node server the application owns, next to the
+ *   application's own routes on the same port; `routes` adds `/healthz` and `/readyz` to the
+ *   application's `HttpRouter`.
+ *
+ * Both also carry the core (registry, ledger, lifecycle, limits, push wake) and the metrics
+ * export with its optional loopback listener, and need only `RelayConfig`. Each use of either is
+ * a relay of its own: its own registry, ledger, limits, metric registry and read counter for the
+ * gc hint — two relays in one process share nothing by accident.
  */
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
+import type * as Http from "node:http"
 import { Ledger } from "./connection/BufferLedger.ts"
-import { RelayConfig } from "./config/RelayConfig.ts"
+import { RelayConfig, type RelayConfigShape } from "./config/RelayConfig.ts"
 import { version } from "./config/Version.ts"
+import { RelayEndpoints } from "./http/Endpoints.ts"
+import { RelayHealth } from "./http/Health.ts"
 import { MetricsServer } from "./http/MetricsServer.ts"
 import { PublicServer } from "./http/PublicServer.ts"
+import { ServerMount } from "./http/ServerMount.ts"
 import * as Log from "./observability/Log.ts"
 import * as Metrics from "./observability/Metrics.ts"
 import { BeforeScrape, PrometheusExport } from "./observability/PrometheusExport.ts"
+import { relayMetricRegistry } from "./observability/RelayMetricRegistry.ts"
 import { ConnectionCaps } from "./limits/ConnectionCaps.ts"
 import { RateLimiter } from "./limits/RateLimiter.ts"
 import { ConnectionWatcher } from "./liveness/ConnectionWatcher.ts"
 import { Registry } from "./registry/Registry.ts"
 import { Lifecycle } from "./session/Lifecycle.ts"
 import * as PushWake from "./push/PushWake.ts"
+
+export { routes } from "./http/Health.ts"
 
 /**
  * The routing core: one registry, one relay-wide buffer ledger, one lifecycle, one connection
@@ -45,41 +61,70 @@ const MetricsLayer = MetricsServer.layer.pipe(
   Layer.provideMerge(PrometheusExport.layer.pipe(Layer.provide(refreshGauges)))
 )
 
-const announce = Layer.effectDiscard(Effect.gen(function*() {
-  const config = yield* RelayConfig
-  const publicServer = yield* PublicServer
-  const metricsServer = yield* MetricsServer
-  yield* Log.info("relay started", {
-    version,
-    listen: `${publicServer.address.host}:${publicServer.address.port}`,
-    metrics_listen: metricsServer.address === undefined
-      ? "disabled"
-      : `${metricsServer.address.host}:${metricsServer.address.port}`,
-    tls: config.tls !== undefined,
-    push: config.fcmCredentials === undefined ? "off" : "fcm",
-    limits: {
-      max_connections: config.maxConnections,
-      max_connections_per_ip: config.maxConnectionsPerIp,
-      max_phones_per_server: config.maxPhonesPerServer,
-      max_frame_bytes: config.maxFrameBytes,
-      phone_outbox_bytes: config.phoneOutboxBytes,
-      max_buffered_bytes: config.maxBufferedBytes,
-      grace_period: Duration.format(config.gracePeriod),
-      heartbeat: `${Duration.format(config.heartbeatInterval)}/${Duration.format(config.heartbeatTimeout)}`,
-      push_burst: config.pushBurst,
-      push_refill: Duration.format(config.pushRefill),
-      push_max_in_flight: config.pushMaxInFlight
-    }
-  })
-}))
+const limits = (config: RelayConfigShape) => ({
+  max_connections: config.maxConnections,
+  max_connections_per_ip: config.maxConnectionsPerIp,
+  max_phones_per_server: config.maxPhonesPerServer,
+  max_frame_bytes: config.maxFrameBytes,
+  phone_outbox_bytes: config.phoneOutboxBytes,
+  max_buffered_bytes: config.maxBufferedBytes,
+  grace_period: Duration.format(config.gracePeriod),
+  heartbeat: `${Duration.format(config.heartbeatInterval)}/${Duration.format(config.heartbeatTimeout)}`,
+  push_burst: config.pushBurst,
+  push_refill: Duration.format(config.pushRefill),
+  push_max_in_flight: config.pushMaxInFlight
+})
+
+/** `relay started` (SPEC §10), with where the endpoints are served. */
+const announce = <R>(listen: Effect.Effect<string, never, R>) =>
+  Layer.effectDiscard(Effect.gen(function*() {
+    const config = yield* RelayConfig
+    const metricsServer = yield* MetricsServer
+    yield* Log.info("relay started", {
+      version,
+      listen: yield* listen,
+      metrics_listen: metricsServer.address === undefined
+        ? "disabled"
+        : `${metricsServer.address.host}:${metricsServer.address.port}`,
+      tls: config.tls !== undefined,
+      push: config.fcmCredentials === undefined ? "off" : "fcm",
+      limits: limits(config)
+    })
+  }))
 
 /**
- * Everything the relay serves; needs `RelayConfig`. Layers close in the reverse of their build
- * order: the public listener drains first, then push wake interrupts the sends still in flight
- * (so a wake sent during the drain can still finish), then the core.
+ * One relay around `endpoints` (a listener of its own, or a mount on the application's server).
+ * Layers close in the reverse of their build order: the endpoints drain first, then push wake
+ * interrupts the sends still in flight (so a wake sent during the drain can still finish), then
+ * the core. `Layer.fresh`: each use builds a relay of its own, never one shared with another use
+ * in the same application (layers are otherwise memoized by identity). The metric registry is
+ * provided beneath everything, so every fiber of this relay records into it.
  */
-export const layer = announce.pipe(
-  Layer.provideMerge(Layer.mergeAll(PublicServer.layer, MetricsLayer)),
-  Layer.provideMerge(PushWake.layer),
-  Layer.provideMerge(RelayCore)
+const relay = <A, E>(
+  endpoints: Layer.Layer<A, E, RelayConfig | RelayEndpoints | RelayHealth>,
+  listen: Effect.Effect<string, never, A>
+) =>
+  Layer.fresh(
+    announce(listen).pipe(
+      Layer.provideMerge(Layer.mergeAll(endpoints, MetricsLayer)),
+      Layer.provideMerge(Layer.mergeAll(RelayEndpoints.layer, RelayHealth.layer)),
+      Layer.provideMerge(PushWake.layer),
+      Layer.provideMerge(RelayCore),
+      Layer.provide(relayMetricRegistry)
+    )
+  )
+
+/** The standalone relay: everything it serves on a listener of its own; needs `RelayConfig`. */
+export const layer = relay(
+  PublicServer.layer,
+  PublicServer.useSync(({ address }) => `${address.host}:${address.port}`)
 )
+
+/**
+ * The relay mounted on `server`, a Node HTTP(S) server the application owns and listens with
+ * (e.g. the one it gives `NodeHttpServer.layer`); needs `RelayConfig`, of which `listen`, `tls`
+ * and `handshakeTimeout` do not apply (the server is the application's). The relay serves only
+ * its two WebSocket endpoints there; add `routes` to the application's `HttpRouter` for
+ * `/healthz` and `/readyz`.
+ */
+export const layerOnServer = (server: Http.Server) => relay(ServerMount.layer(server), Effect.succeed("mounted"))

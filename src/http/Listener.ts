@@ -9,7 +9,7 @@ import * as Schema from "effect/Schema"
 import { readFileSync } from "node:fs"
 import * as Http from "node:http"
 import * as Https from "node:https"
-import type { RelayConfigShape } from "../config/RelayConfig.ts"
+import type { ListenAddress, RelayConfigShape } from "../config/RelayConfig.ts"
 
 /** The listener could not be set up or bound (SPEC §9: the relay exits 1). */
 export class ListenError extends Schema.TaggedError<ListenError>()("ListenError", {
@@ -41,22 +41,40 @@ const createServer = (config: RelayConfigShape): Effect.Effect<Http.Server, List
   })
 
 export const bindPublic = (config: RelayConfigShape): Effect.Effect<Http.Server, ListenError> =>
-  Effect.flatMap(createServer(config), (server) =>
-    Effect.callback<Http.Server, ListenError>((resume) => {
-      const { host, port } = config.listen
-      const onError = (error: Error) =>
-        resume(Effect.fail(new ListenError({ message: `cannot listen on ${host}:${port}: ${error.message}` })))
-      server.once("error", onError)
-      server.listen({ host, port, exclusive: true }, () => {
-        server.off("error", onError)
-        resume(Effect.succeed(server))
-      })
-      return Effect.sync(() => {
-        server.off("error", onError)
-        server.close()
-      })
-    }))
+  Effect.flatMap(createServer(config), (server) => {
+    const { host, port } = config.listen
+    return Effect.as(
+      Effect.mapError(
+        listenOn(server, config.listen),
+        (error) => new ListenError({ message: `cannot listen on ${host}:${port}: ${error.message}` })
+      ),
+      server
+    )
+  })
 
+/**
+ * Binds `server` to `address` (exclusively: never shared with a cluster worker). Interrupted
+ * while binding, it releases whatever was bound. Both of the relay's own listeners bind here.
+ */
+export const listenOn = (server: Http.Server, address: ListenAddress): Effect.Effect<void, Error> =>
+  Effect.callback<void, Error>((resume) => {
+    const onError = (error: Error) => resume(Effect.fail(error))
+    server.once("error", onError)
+    server.listen({ host: address.host, port: address.port, exclusive: true }, () => {
+      server.off("error", onError)
+      resume(Effect.void)
+    })
+    return Effect.sync(() => {
+      server.off("error", onError)
+      server.close()
+    })
+  })
+
+/**
+ * Stops `server` and waits until it has closed. Open connections are dropped: by the time a
+ * listener closes, whatever it carried has been drained or is not worth waiting for (keep-alive
+ * scrapers, idle HTTP clients).
+ */
 export const closeServer = (server: Http.Server): Effect.Effect<void> =>
   Effect.callback<void>((resume) => {
     if (!server.listening) return resume(Effect.void)
