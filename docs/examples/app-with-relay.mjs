@@ -13,8 +13,9 @@ import { PrometheusExport, Relay, RelayConfig, RelayMetricRegistry } from "pyryc
 
 const port = Number(process.env.PORT ?? 8080)
 
-// The app's server: the app's routes and the relay's two WebSocket endpoints share it.
-const server = createServer({ headersTimeout: 10_000, requestTimeout: 10_000 })
+// The app's server: the app's routes and the relay's two WebSocket endpoints share it. Its
+// deadlines are the app's; these bound a slow request head as the relay's own listener does.
+const server = createServer({ headersTimeout: 5_000, requestTimeout: 30_000, connectionsCheckingInterval: 1_000 })
 
 // One metric registry for the app's metrics and the relay's, exported together.
 const metrics = new Map()
