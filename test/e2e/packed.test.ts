@@ -23,11 +23,17 @@ const SYSTEM_NODE = process.env["PYRYCODE_SYSTEM_NODE"] ?? "/usr/bin/node"
 /** Why a failed `npm install` means "no registry here" rather than a broken package. */
 const NETWORK = /ENOTFOUND|EAI_AGAIN|ECONNREFUSED|ECONNRESET|ETIMEDOUT|ENETUNREACH|network/i
 
-/** The environment of a user's shell: no `node_modules/.bin` of this checkout on the PATH. */
+/** What `npm test` puts in the environment that points at this checkout (the rest, e.g. a registry, stays). */
+const CHECKOUT_NPM = /^npm_(package_|lifecycle_|config_local_prefix$)/
+
+/**
+ * The environment of a user's shell: nothing that points npm at this checkout (its local prefix
+ * would make it pack or install *here*), and no `node_modules/.bin` of it on the PATH.
+ */
 const userEnv = (): NodeJS.ProcessEnv => {
   const bin = Path.join(ROOT, "node_modules", ".bin")
   const env: NodeJS.ProcessEnv = {}
-  for (const [key, value] of Object.entries(process.env)) if (!key.startsWith("npm_")) env[key] = value
+  for (const [key, value] of Object.entries(process.env)) if (!CHECKOUT_NPM.test(key)) env[key] = value
   env["PATH"] = (process.env["PATH"] ?? "").split(Path.delimiter).filter((dir) => !dir.startsWith(bin)).join(Path.delimiter)
   return env
 }
@@ -58,6 +64,7 @@ beforeAll(async () => {
   symlinkSync(Path.join(ROOT, "node_modules"), Path.join(source, "node_modules"), "dir")
   const packed = await run("npm", ["pack", "--json", "--pack-destination", work], {
     cwd: source,
+    env: userEnv(),
     maxBuffer: 16 * 1024 * 1024
   })
   const [{ filename }] = JSON.parse(packed.stdout) as [{ filename: string }]
