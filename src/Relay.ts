@@ -75,18 +75,23 @@ const limits = (config: RelayConfigShape) => ({
   push_max_in_flight: config.pushMaxInFlight
 })
 
+/** Where the endpoints are served: an address (and whether with TLS), or `mounted`. */
+interface Where {
+  readonly listen: string
+  readonly tls?: boolean
+}
+
 /** `relay started` (SPEC §10), with where the endpoints are served. */
-const announce = <R>(listen: Effect.Effect<string, never, R>) =>
+const announce = <R>(where: Effect.Effect<Where, never, R>) =>
   Layer.effectDiscard(Effect.gen(function*() {
     const config = yield* RelayConfig
     const metricsServer = yield* MetricsServer
     yield* Log.info("relay started", {
       version,
-      listen: yield* listen,
+      ...(yield* where),
       metrics_listen: metricsServer.address === undefined
         ? "disabled"
         : `${metricsServer.address.host}:${metricsServer.address.port}`,
-      tls: config.tls !== undefined,
       push: config.fcmCredentials === undefined ? "off" : "fcm",
       limits: limits(config)
     })
@@ -102,10 +107,10 @@ const announce = <R>(listen: Effect.Effect<string, never, R>) =>
  */
 const relay = <A, E>(
   endpoints: Layer.Layer<A, E, RelayConfig | RelayEndpoints | RelayHealth>,
-  listen: Effect.Effect<string, never, A>
+  where: Effect.Effect<Where, never, A | RelayConfig>
 ) =>
   Layer.fresh(
-    announce(listen).pipe(
+    announce(where).pipe(
       Layer.provideMerge(Layer.mergeAll(endpoints, MetricsLayer)),
       Layer.provideMerge(Layer.mergeAll(RelayEndpoints.layer, RelayHealth.layer)),
       Layer.provideMerge(PushWake.layer),
@@ -117,7 +122,11 @@ const relay = <A, E>(
 /** The standalone relay: everything it serves on a listener of its own; needs `RelayConfig`. */
 export const layer = relay(
   PublicServer.layer,
-  PublicServer.useSync(({ address }) => `${address.host}:${address.port}`)
+  Effect.gen(function*() {
+    const { address } = yield* PublicServer
+    const config = yield* RelayConfig
+    return { listen: `${address.host}:${address.port}`, tls: config.tls !== undefined }
+  })
 )
 
 /**
@@ -127,4 +136,5 @@ export const layer = relay(
  * its two WebSocket endpoints there; add `routes` to the application's `HttpRouter` for
  * `/healthz` and `/readyz`.
  */
-export const layerOnServer = (server: Http.Server) => relay(ServerMount.layer(server), Effect.succeed("mounted"))
+export const layerOnServer = (server: Http.Server) =>
+  relay(ServerMount.layer(server), Effect.succeed({ listen: "mounted" }))
