@@ -1,7 +1,9 @@
 /**
- * The relay as a library (SPEC §12). Compose `Relay.layer` into a larger Effect app with a
- * `RelayConfig` (from values, or from flags/env); mount your own routes next to the relay's with
- * `AppRoutes`; use the `Registry` and the metric definitions on their own.
+ * The relay as a library (SPEC §12, docs/embedding.md). Mount it on your own Node server next to
+ * your `HttpRouter` routes with `Relay.layerOnServer(server)` (+ `Relay.routes` for its health
+ * routes), or run it on a listener of its own with `Relay.layer` (your routes there through
+ * `AppRoutes`); either needs only a `RelayConfig` (from values, or from flags/env). Use the
+ * `Registry` and the metric definitions on their own.
  */
 export { RelayConfig, defaults as relayConfigDefaults } from "./config/RelayConfig.ts"
 export type { AcmeSettings, ListenAddress, LogFormat, LogLevelName, RelayConfigShape } from "./config/RelayConfig.ts"
@@ -12,6 +14,8 @@ export * as Relay from "./Relay.ts"
 export { AppRoutes } from "./http/AppRoutes.ts"
 export type { AppHandler } from "./http/AppRoutes.ts"
 export { PublicServer } from "./http/PublicServer.ts"
+export { ServerMount, ServerMountError } from "./http/ServerMount.ts"
+export { RelayHealth } from "./http/Health.ts"
 export { MetricsServer } from "./http/MetricsServer.ts"
 export { makeRegistry, Registry } from "./registry/Registry.ts"
 export type { ClaimResult, Counts, RegistryShape } from "./registry/Registry.ts"
@@ -19,6 +23,8 @@ export type { BinaryHandle, PhoneHandle } from "./registry/Handles.ts"
 export type { CloseInfo, PeerConnection } from "./connection/PeerConnection.ts"
 export * as Metrics from "./observability/Metrics.ts"
 export { PrometheusExport } from "./observability/PrometheusExport.ts"
+export { RelayMetricRegistry } from "./observability/RelayMetricRegistry.ts"
+export { MinorGc } from "./node/GcHint.ts"
 export * as RelayLogger from "./observability/RelayLogger.ts"
 export { Lifecycle } from "./session/Lifecycle.ts"
 export { ConnectionWatcher } from "./liveness/ConnectionWatcher.ts"

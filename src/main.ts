@@ -11,6 +11,7 @@ import * as Layer from "effect/Layer"
 import { loadRelayConfig, usage } from "./config/Cli.ts"
 import { RelayConfig } from "./config/RelayConfig.ts"
 import { version } from "./config/Version.ts"
+import { exposedGc, MinorGc } from "./node/GcHint.ts"
 import * as RelayLogger from "./observability/RelayLogger.ts"
 import * as Relay from "./Relay.ts"
 
@@ -34,7 +35,10 @@ const config = outcome.config
 const program = Layer.launch(
   Relay.layer.pipe(
     Layer.provide(Layer.succeed(RelayConfig, config)),
-    Layer.provide(RelayLogger.layer({ format: config.logFormat, level: config.logLevel }))
+    Layer.provide(RelayLogger.layer({ format: config.logFormat, level: config.logLevel })),
+    // The service opts in to the gc hint (`npm start` runs Node with `--expose-gc`); a library
+    // user's relay never calls `gc` unless its host provides `MinorGc` too.
+    Layer.provide(Layer.succeed(MinorGc, exposedGc()))
   )
 ).pipe(
   Effect.catchTags({

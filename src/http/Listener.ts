@@ -54,7 +54,11 @@ const createServer = (config: RelayConfigShape, sni: SniCallback | undefined): E
     catch: (error) => new ListenError({ message: `cannot load TLS files: ${(error as Error).message}` })
   })
 
-/** Binds `server` to `address`; host `""` means every interface. */
+/**
+ * Binds `server` to `address` (exclusively: never shared with a cluster worker); host `""` means
+ * every interface. Interrupted while binding, it releases whatever was bound. Every listener of
+ * the relay binds here (public, metrics, ACME challenge).
+ */
 export const listenOn = <S extends Net.Server>(server: S, address: ListenAddress): Effect.Effect<S, ListenError> =>
   Effect.callback<S, ListenError>((resume) => {
     const { host, port } = address
@@ -87,6 +91,11 @@ export const bindPublic = (
     return yield* Effect.acquireRelease(listenOn(server, config.listen), closeServer)
   })
 
+/**
+ * Stops `server` and waits until it has closed. Open connections are dropped: by the time a
+ * listener closes, whatever it carried has been drained or is not worth waiting for (keep-alive
+ * scrapers, idle HTTP clients).
+ */
 export const closeServer = (server: Net.Server & { closeAllConnections?: () => void }): Effect.Effect<void> =>
   Effect.callback<void>((resume) => {
     if (!server.listening) return resume(Effect.void)

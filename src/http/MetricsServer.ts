@@ -19,6 +19,8 @@ import * as Http from "node:http"
 import type { AddressInfo } from "node:net"
 import { type ListenAddress, RelayConfig } from "../config/RelayConfig.ts"
 import { PrometheusExport } from "../observability/PrometheusExport.ts"
+import { closeServer, listenOn } from "./Listener.ts"
+import { pathOf } from "./RequestPath.ts"
 
 /** The Prometheus text exposition format, version 0.0.4 (SPEC §8.1). */
 export const METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -55,7 +57,7 @@ export class MetricsServer extends Context.Service<MetricsServer, {
           return HttpServerResponse.text(text, { contentType: METRICS_CONTENT_TYPE })
         })
 
-        const server = yield* Effect.acquireRelease(listen(metricsListen), close)
+        const server = yield* Effect.acquireRelease(listen(metricsListen), closeServer)
         // Request fibers live in a child scope that closes (interrupting them) before the server.
         const requests = Scope.forkUnsafe(yield* Effect.scope, "parallel")
         const handler = yield* NodeHttpServer.makeHandler(app, { scope: requests })
@@ -68,32 +70,14 @@ export class MetricsServer extends Context.Service<MetricsServer, {
     )
 }
 
-/** The request target's path, without the query string. Routing is on the exact path. */
-const pathOf = (url: string): string => {
-  const query = url.indexOf("?")
-  return query === -1 ? url : url.slice(0, query)
+/** A new plain-HTTP server bound to `address` (the CLI allows loopback addresses only). */
+const listen = (address: ListenAddress): Effect.Effect<Http.Server, MetricsListenError> => {
+  const server = Http.createServer()
+  return Effect.as(
+    Effect.mapError(
+      listenOn(server, address),
+      (error) => new MetricsListenError({ host: address.host, port: address.port, message: error.message })
+    ),
+    server
+  )
 }
-
-const listen = (address: ListenAddress): Effect.Effect<Http.Server, MetricsListenError> =>
-  Effect.callback<Http.Server, MetricsListenError>((resume) => {
-    const server = Http.createServer()
-    const onError = (error: Error) =>
-      resume(Effect.fail(new MetricsListenError({ host: address.host, port: address.port, message: error.message })))
-    server.once("error", onError)
-    server.listen({ host: address.host, port: address.port, exclusive: true }, () => {
-      server.off("error", onError)
-      resume(Effect.succeed(server))
-    })
-    // Interrupted while binding: release whatever was bound.
-    return Effect.sync(() => {
-      server.off("error", onError)
-      server.close()
-    })
-  })
-
-const close = (server: Http.Server): Effect.Effect<void> =>
-  Effect.callback<void>((resume) => {
-    server.close(() => resume(Effect.void))
-    // `close` alone waits for keep-alive scrapers to hang up; nothing here is worth waiting for.
-    server.closeAllConnections()
-  })

@@ -9,6 +9,7 @@
  * pick among repeated values.
  */
 import type { Endpoint } from "../observability/Metrics.ts"
+export { pathOf } from "./RequestPath.ts"
 
 /** Every line of each header name (lower-case), as `IncomingMessage.headersDistinct`. */
 export type DistinctHeaders = Readonly<Record<string, ReadonlyArray<string> | undefined>>
@@ -22,13 +23,6 @@ const REQUIRED: Record<Endpoint, ReadonlyArray<string>> = {
 const OPTIONAL: Record<Endpoint, ReadonlyArray<string>> = {
   server: [],
   client: ["x-pyrycode-device-name"]
-}
-
-/** The request target's path, without the query string. */
-export const pathOf = (url: string | undefined): string => {
-  if (url === undefined) return ""
-  const query = url.indexOf("?")
-  return query === -1 ? url : url.slice(0, query)
 }
 
 /** `/v1/server` → binary, `/v1/client` → phone; anything else is not a WebSocket endpoint. */

@@ -30,7 +30,7 @@ import { makeFlushTracker } from "../connection/FlushTracker.ts"
 import type { CloseInfo, Frame, PeerConnection } from "../connection/PeerConnection.ts"
 import type { CloseCode } from "../domain/CloseCodes.ts"
 import { ConnectionLost } from "../domain/Errors.ts"
-import { gcHint } from "./GcHint.ts"
+import type { GcHint } from "./GcHint.ts"
 import { encodeTextFrames } from "./TextFrames.ts"
 import { atReadEnd, atTurnEnd } from "./TurnEnd.ts"
 import { messageInProgress, type ReceiverState, wsInternals } from "./WsInternals.ts"
@@ -74,19 +74,22 @@ class WsConnection implements PeerConnection {
   private readonly ledger: BufferLedger
   private readonly scope: Scope.Scope
   private readonly closeTimeout: Duration.Duration
+  private readonly gcHint: GcHint
 
   constructor(
     ws: WebSocket,
     clock: Clock.Clock,
     ledger: BufferLedger,
     scope: Scope.Scope,
-    closeTimeout: Duration.Duration
+    closeTimeout: Duration.Duration,
+    gcHint: GcHint
   ) {
     this.ws = ws
     this.clock = clock
     this.ledger = ledger
     this.scope = scope
     this.closeTimeout = closeTimeout
+    this.gcHint = gcHint
     const internals = wsInternals(ws)
     this.socket = internals.socket
     this.receiver = internals.receiver
@@ -113,7 +116,7 @@ class WsConnection implements PeerConnection {
 
   private onMessage(data: Buffer, isBinary: boolean): void {
     this.startedAt = undefined
-    gcHint.read(data.length)
+    this.gcHint.read(data.length)
     // Once the relay started closing, nothing more is forwarded: read on only to see the reply.
     if (this.closeStartedByRelay) return
     // A binary-opcode message that is not UTF-8 becomes empty (invalid JSON): never altered bytes.
@@ -349,16 +352,23 @@ class WsConnection implements PeerConnection {
 
 const ignore = (): void => {}
 
+const noGcHint: GcHint = { read: ignore }
+
 export const makeWsConnection = (
   ws: WebSocket,
-  options: { readonly closeTimeout: Duration.Duration; readonly ledger: BufferLedger }
+  options: {
+    readonly closeTimeout: Duration.Duration
+    readonly ledger: BufferLedger
+    /** The relay's young-generation hint (`makeGcHint`); none when omitted. */
+    readonly gcHint?: GcHint | undefined
+  }
 ): Effect.Effect<PeerConnection, never, Scope.Scope> =>
   Effect.flatMap(Effect.scope, (scope) =>
     Clock.clockWith((clock) =>
       Effect.sync((): PeerConnection => {
         let conn: WsConnection
         try {
-          conn = new WsConnection(ws, clock, options.ledger, scope, options.closeTimeout)
+          conn = new WsConnection(ws, clock, options.ledger, scope, options.closeTimeout, options.gcHint ?? noGcHint)
         } catch (defect) {
           // A socket the adapter cannot wrap would have no owner: destroyed (the session reports it).
           ws.terminate()

@@ -1,6 +1,7 @@
 /**
- * The library surface (SPEC §12): the documented example runs the relay inside another Effect
- * app, next to the app's own route, on one listener.
+ * The library surface (SPEC §12): the documented examples, each run as docs/embedding.md shows
+ * it — here on the sources (Node's type stripping, the package's `pyrycode-source` condition);
+ * test/e2e/packed.test.ts runs them again from a fresh install of the packed package on Node 20.
  */
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
@@ -12,14 +13,33 @@ import { makeApp } from "../../docs/examples/embedded-relay.ts"
 import { relayConfigLayer, RelayConfig } from "pyrycode-relay"
 import { freePort } from "../support/RelayProcess.ts"
 import { dialBinary, dialPhone, envelopes, eventually } from "../support/Peers.ts"
+import { checkAdminCounts, checkAppWithRelay, EXAMPLES, runExample } from "../support/Examples.ts"
 
 const ROOT = Path.resolve(import.meta.dirname, "../..")
 
 describe("embedding", () => {
-  it("docs/embedding.md shows the tested example verbatim", () => {
+  it("docs/embedding.md shows every tested example verbatim", () => {
     const doc = readFileSync(Path.join(ROOT, "docs/embedding.md"), "utf8")
-    const example = readFileSync(Path.join(ROOT, "docs/examples/embedded-relay.ts"), "utf8")
-    expect(doc).toContain(example.trim())
+    for (const file of [...EXAMPLES, "embedded-relay.ts"]) {
+      const example = readFileSync(Path.join(ROOT, "docs/examples", file), "utf8")
+      expect(doc).toContain(example.trim())
+    }
+  })
+
+  const onSources = (file: string) =>
+    runExample({
+      node: process.execPath,
+      nodeArgs: ["--conditions=pyrycode-source"],
+      cwd: Path.join(ROOT, "docs/examples"),
+      file
+    })
+
+  it("app-with-relay.mjs: the app's route, logger and metrics, and the relay, on one port", async () => {
+    await checkAppWithRelay(await onSources("app-with-relay.mjs"))
+  })
+
+  it("admin-counts.mjs: the app's admin routes read the relay's Registry", async () => {
+    await checkAdminCounts(await onSources("admin-counts.mjs"))
   })
 
   it("serves the app's own route and the relay on one listener, and shuts down with the app", async () => {
