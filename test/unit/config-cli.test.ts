@@ -416,22 +416,37 @@ describe("loadRelayConfig", () => {
 
   it.effect("--tls-cert and --tls-key come together or not at all", () =>
     Effect.gen(function*() {
-      assert.include(yield* refusalOf(["--tls-cert", "c.pem"]), "--tls-cert is set without PYRYCODE_RELAY_TLS_KEY")
-      assert.include(yield* refusalOf(["--tls-key", "k.pem"]), "--tls-key is set without PYRYCODE_RELAY_TLS_CERT")
-      assert.include(yield* refusalOf([], { PYRYCODE_RELAY_TLS_KEY: "k.pem" }), "PYRYCODE_RELAY_TLS_KEY is set without")
+      // The missing one is named by its flag: the operator typed flags, and SPEC §9 says
+      // "--tls-cert without --tls-key" (the old line named the variable of a setting never given).
+      assert.strictEqual(yield* refusalOf(["--tls-cert", "c.pem"]), "--tls-cert is set without --tls-key (give both or neither)")
+      assert.strictEqual(yield* refusalOf(["--tls-key", "k.pem"]), "--tls-key is set without --tls-cert (give both or neither)")
+      assert.strictEqual(
+        yield* refusalOf([], { PYRYCODE_RELAY_TLS_KEY: "k.pem" }),
+        "PYRYCODE_RELAY_TLS_KEY is set without --tls-cert (give both or neither)"
+      )
       const c = yield* configOf(["--tls-cert", "c.pem"], { PYRYCODE_RELAY_TLS_KEY: "k.pem" })
       assert.deepStrictEqual(c.tls, { certFile: "c.pem", keyFile: "k.pem" })
     }))
 
   it.effect("refuses buffer bounds that could never hold one full-size frame", () =>
     Effect.gen(function*() {
-      assert.include(
+      assert.strictEqual(
         yield* refusalOf(["--max-frame-bytes", "1MiB", "--phone-outbox-bytes", "512KiB"]),
-        "--phone-outbox-bytes: 524288 is smaller than max-frame-bytes 1048576"
+        "--phone-outbox-bytes: 524288 is smaller than --max-frame-bytes 1048576 + 64 (the cost of one item), so a full-size frame could never be queued"
       )
+      // Each item costs its frame + 64 (SPEC §4.3): an outbox of exactly the frame limit cannot
+      // take one full-size frame, so it is refused too; one of frame + 64 can.
       assert.include(
+        yield* refusalOf(["--max-frame-bytes", "1MiB", "--phone-outbox-bytes", "1MiB"]),
+        "--phone-outbox-bytes: 1048576 is smaller than --max-frame-bytes 1048576 + 64"
+      )
+      assert.strictEqual(
+        (yield* configOf(["--max-frame-bytes", "1MiB", "--phone-outbox-bytes", "1048640"])).phoneOutboxBytes,
+        1_048_640
+      )
+      assert.strictEqual(
         yield* refusalOf(["--max-buffered-bytes", "1MiB"]),
-        "--max-buffered-bytes: 1048576 is smaller than phone-outbox-bytes 4194304"
+        "--max-buffered-bytes: 1048576 is smaller than --phone-outbox-bytes 4194304, so no outbox could ever fill"
       )
     }))
 
