@@ -16,7 +16,7 @@ import { settle } from "./Assemble.ts"
 import { checkProduction } from "./Production.ts"
 import type { BootRefusal } from "./Refusal.ts"
 import { fieldNamer } from "./Refusal.ts"
-import { validateRelayConfig } from "./RelayConfigSchema.ts"
+import { RelayConfigSchema, validateRelayConfig } from "./RelayConfigSchema.ts"
 import { defaults } from "./RelayConfigShape.ts"
 import type { RelayConfigShape } from "./RelayConfigShape.ts"
 import { readSettings } from "./Settings.ts"
@@ -54,6 +54,9 @@ const fromConfigProvider = (prefix: string | ReadonlyArray<string> = []): Effect
   })
 
 export class RelayConfig extends Context.Service<RelayConfig, RelayConfigShape>()("pyrycode-relay/RelayConfig") {
+  /** Every value and cross-field rule; what `make`, `layerConfig` and the command line decode with. */
+  static readonly schema = RelayConfigSchema
+
   /** From values; anything not given takes its SPEC §9 default. Refused like the command line. */
   static readonly make = (values: Partial<RelayConfigShape> = {}): Effect.Effect<RelayConfigShape, BootRefusal> =>
     fromValues(values)
