@@ -1,10 +1,9 @@
 /**
  * A boot refusal (SPEC §9): one line that names the setting at fault and says why. The same
  * rule is refused from three sources — the command line, a `ConfigProvider`, values given to
- * `RelayConfig.make` — and each names a setting its own way, so the rules write field paths in
- * braces (`{maxFrameBytes}`) and a `Namer` turns them into `--max-frame-bytes`,
- * `PYRYCODE_RELAY_MAX_FRAME_BYTES`, `relay.max-frame-bytes` or `maxFrameBytes`.
- */
+ * `RelayConfig.make` — and each names a setting its own way, so the rules refer to settings by
+ * field path with `field("maxFrameBytes")` and a `Namer` turns that into `--max-frame-bytes`,
+ * `PYRYCODE_RELAY_MAX_FRAME_BYTES`, `relay.max-frame-bytes` or `maxFrameBytes`. */
 import * as Schema from "effect/Schema"
 import type * as SchemaAST from "effect/SchemaAST"
 import type * as SchemaIssue from "effect/SchemaIssue"
@@ -19,15 +18,21 @@ export type Namer = (path: ReadonlyArray<string>) => string
 /** Values given to `RelayConfig.make`: the field path as written in code. */
 export const fieldNamer: Namer = (path) => path.join(".")
 
-const PLACEHOLDER = /\{([A-Za-z.]+)\}/g
+/**
+ * A reference to the setting at a field path, inside a rule's message. Delimited by NUL, which
+ * `show` (JSON) always escapes, so nothing quoted from the input can pass for one.
+ */
+export const field = (path: string): string => `\u0000${path}\u0000`
+
+const REFERENCE = /\u0000([A-Za-z.]+)\u0000/g
 
 /**
- * `message` with every `{field.path}` named. A message that does not start with a placeholder
- * is about the setting at `path`, and gets its name in front: `--max-connections: must be …`.
+ * `message` with every `field(…)` named. A message that does not start with one is about the
+ * setting at `path`, and gets its name in front: `--max-connections: must be …`.
  */
 export const phrase = (path: ReadonlyArray<string>, message: string, name: Namer): string => {
-  const named = message.replace(PLACEHOLDER, (_, field: string) => name(field.split(".")))
-  return message.startsWith("{") || path.length === 0 ? named : `${name(path)}: ${named}`
+  const named = message.replace(REFERENCE, (_, at: string) => name(at.split(".")))
+  return message.startsWith("\u0000") || path.length === 0 ? named : `${name(path)}: ${named}`
 }
 
 interface Found {

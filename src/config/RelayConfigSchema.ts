@@ -4,11 +4,13 @@
  * `RelayConfig.make` all decode their candidate through `validateRelayConfig`, so an embedding
  * app meets exactly the refusals an operator meets.
  *
- * The command line's parsers (`Units.ts`) check syntax first and quote what was typed; the
- * rules here check values, whatever their source. Messages name settings by field path in
- * braces (`Refusal.ts`), and never quote a credential.
+ * The command line's parsers (`Settings.ts`, `Units.ts`) check syntax first and quote what was
+ * typed; the rules here check values, whatever their source. Messages refer to other settings
+ * with `field(path)` (`Refusal.ts`), quote input only through `show`, and never quote a
+ * credential.
  */
 import { KeyObject } from "node:crypto"
+import { isIPv4, isIPv6 } from "node:net"
 import * as Path from "node:path"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -17,13 +19,15 @@ import * as Schema from "effect/Schema"
 import { checkServiceUrl, parseFcmEndpoint, parseProjectId } from "../push/ServiceAccount.ts"
 import type { FcmCredentials } from "../push/ServiceAccount.ts"
 import type { BootRefusal, Namer } from "./Refusal.ts"
-import { refusalFromIssue } from "./Refusal.ts"
+import { field, refusalFromIssue } from "./Refusal.ts"
 import { LOG_FORMATS, LOG_LEVELS } from "./RelayConfigShape.ts"
 import type { AcmeSettings, ListenAddress, LogFormat, LogLevelName, RelayConfigShape } from "./RelayConfigShape.ts"
 import { formatListen, isHostName, isLoopbackLiteral, MAX_DOMAINS, MAX_DURATION_MILLIS, parseDomains, show } from "./Units.ts"
-import { isIPv4, isIPv6 } from "node:net"
 
-/** What one outbox item costs besides its frame (SPEC §4.3); `Outbox.ts` charges the same. */
+/**
+ * What one outbox item costs besides its frame (SPEC §4.3): `Outbox.ts`'s `ITEM_OVERHEAD`, which
+ * config cannot import (the outbox depends on config); a test keeps the two equal.
+ */
 export const OUTBOX_ITEM_COST = 64
 
 /** A check whose failure is the returned reason (`undefined` passes). */
@@ -128,11 +132,11 @@ const oneOf = <A extends string>(allowed: ReadonlyArray<A>) =>
 const Tls = Schema.Struct({ certFile: Schema.optional(FilePath), keyFile: Schema.optional(FilePath) })
   .check(rule((t) =>
     t.certFile !== undefined && t.keyFile === undefined
-      ? "{tls.certFile} is set without {tls.keyFile} (give both or neither)"
+      ? `${field("tls.certFile")} is set without ${field("tls.keyFile")} (give both or neither)`
       : t.certFile === undefined && t.keyFile !== undefined
-      ? "{tls.keyFile} is set without {tls.certFile} (give both or neither)"
+      ? `${field("tls.keyFile")} is set without ${field("tls.certFile")} (give both or neither)`
       : t.certFile === undefined
-      ? "{tls.certFile} and {tls.keyFile} are both missing (give both, or no tls at all)"
+      ? `${field("tls.certFile")} and ${field("tls.keyFile")} are both missing (give both, or no tls at all)`
       : undefined
   ))
   .pipe(Schema.refine((t): t is { readonly certFile: string; readonly keyFile: string } =>
@@ -151,10 +155,10 @@ const Acme = Schema.Struct({
   .check(rule((a) => {
     const given = (["directoryUrl", "email", "caFile", "certCache", "httpListen"] as const).filter((k) => a[k] !== undefined)
     if (a.domains === undefined) {
-      return `{acme.${given[0] ?? "domains"}} needs {acme.domains} (ACME mode)`
+      return `${field(`acme.${given[0] ?? "domains"}`)} needs ${field("acme.domains")} (ACME mode)`
     }
     const missing = (["directoryUrl", "certCache", "httpListen"] as const).find((k) => a[k] === undefined)
-    return missing === undefined ? undefined : `{acme.${missing}} is missing (ACME mode needs it)`
+    return missing === undefined ? undefined : `${field(`acme.${missing}`)} is missing (ACME mode needs it)`
   }))
   .pipe(Schema.refine((a): a is AcmeSettings =>
     a.domains !== undefined && a.directoryUrl !== undefined && a.certCache !== undefined && a.httpListen !== undefined
@@ -208,24 +212,24 @@ const clash = (a: ListenAddress, b: ListenAddress, names: string): string | unde
 /** The rules between fields, in the order an operator is told about them. */
 const crossField = (c: typeof Fields.Type): string | undefined => {
   if (c.acme !== undefined && c.tls !== undefined) {
-    return "{acme.domains} cannot be combined with {tls.certFile} (one way to serve TLS at a time)"
+    return `${field("acme.domains")} cannot be combined with ${field("tls.certFile")} (one way to serve TLS at a time)`
   }
   const listeners = c.acme === undefined
     ? undefined
-    : clash(c.acme.httpListen, c.listen, "{acme.httpListen} and {listen}")
+    : clash(c.acme.httpListen, c.listen, `${field("acme.httpListen")} and ${field("listen")}`)
   if (listeners !== undefined) return listeners
   if (c.proxyProtocol && c.trustXForwardedFor) {
-    return "{proxyProtocol} and {trustXForwardedFor} are both set: two sources for the client address (use one)"
+    return `${field("proxyProtocol")} and ${field("trustXForwardedFor")} are both set: two sources for the client address (use one)`
   }
   if (c.phoneOutboxBytes < c.maxFrameBytes + OUTBOX_ITEM_COST) {
-    return `{phoneOutboxBytes}: ${c.phoneOutboxBytes} is smaller than {maxFrameBytes} ${c.maxFrameBytes} + ${OUTBOX_ITEM_COST} (the cost of one item), so a full-size frame could never be queued`
+    return `${field("phoneOutboxBytes")}: ${c.phoneOutboxBytes} is smaller than ${field("maxFrameBytes")} ${c.maxFrameBytes} + ${OUTBOX_ITEM_COST} (the cost of one item), so a full-size frame could never be queued`
   }
   if (c.maxBufferedBytes < c.phoneOutboxBytes) {
-    return `{maxBufferedBytes}: ${c.maxBufferedBytes} is smaller than {phoneOutboxBytes} ${c.phoneOutboxBytes}, so no outbox could ever fill`
+    return `${field("maxBufferedBytes")}: ${c.maxBufferedBytes} is smaller than ${field("phoneOutboxBytes")} ${c.phoneOutboxBytes}, so no outbox could ever fill`
   }
   if (c.metricsListen !== undefined) {
-    return clash(c.metricsListen, c.listen, "{metricsListen} and {listen}") ??
-      (c.acme === undefined ? undefined : clash(c.metricsListen, c.acme.httpListen, "{metricsListen} and {acme.httpListen}"))
+    return clash(c.metricsListen, c.listen, `${field("metricsListen")} and ${field("listen")}`) ??
+      (c.acme === undefined ? undefined : clash(c.metricsListen, c.acme.httpListen, `${field("metricsListen")} and ${field("acme.httpListen")}`))
   }
   return undefined
 }

@@ -46,14 +46,6 @@ export const SPEC_DEFAULTS = {
 export const plain = (config: RelayConfigShape): Record<string, unknown> =>
   Object.fromEntries(Object.entries(config).map(([k, v]) => [k, Duration.isDuration(v) ? Duration.toMillis(v) : v]))
 
-/** EDGE.md §1: what `--domain` alone brings. */
-export const EDGE_DEFAULTS = {
-  directoryUrl: "https://acme-v02.api.letsencrypt.org/directory",
-  certCacheUnderHome: ".pyrycode-relay/certs",
-  httpsListen: { host: "", port: 443 },
-  httpListen: { host: "", port: 80 }
-} as const
-
 /** `--help`'s "(default …)" for every flag, as SPEC §9, PUSH.md §1 and EDGE.md §1 write them. */
 export const HELP_DEFAULTS: Readonly<Record<string, string>> = {
   "listen": "127.0.0.1:8080",

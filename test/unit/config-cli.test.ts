@@ -187,6 +187,8 @@ describe("loadRelayConfig", () => {
         assert.include(yield* refusalOf(["--domain", "bad_name.example.com"]), "is not a DNS name")
         assert.include(yield* refusalOf(["--domain", "a.example.com,,b.example.com"]), "has an empty name")
         assert.include(yield* refusalOf([...d, "--acme-directory", "http://ca.example.com/dir"]), "is not an https:// URL")
+        // What was typed is quoted as typed, even when it looks like a setting's placeholder.
+        assert.strictEqual(yield* refusalOf([...d, "--acme-directory", "{listen}"]), "--acme-directory: \"{listen}\" is not a URL")
         assert.include(yield* refusalOf([...d, "--acme-email", "not-an-address"]), "is not an email address")
         assert.include(yield* refusalOf([...d, "--https-listen", ":8443", "--http-listen", ":8443"]), "are the same address")
         assert.include(yield* refusalOf([...d, "--http-listen", ":0"]), "--http-listen")

@@ -10,6 +10,8 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import { BootProcess } from "../../src/config/Production.ts"
+import { OUTBOX_ITEM_COST } from "../../src/config/RelayConfigSchema.ts"
+import { ITEM_OVERHEAD } from "../../src/forwarding/Outbox.ts"
 import { RelayConfig } from "../../src/config/RelayConfig.ts"
 import type { AcmeSettings, RelayConfigShape } from "../../src/config/RelayConfig.ts"
 import { configOf, type Env, NO_CAPS, NON_ROOT, oneLine, refusalOf } from "../support/ConfigRun.ts"
@@ -247,6 +249,10 @@ describe("RelayConfig.make and layerFromValues", () => {
       // ACME settings as the command line builds them.
       assert.deepStrictEqual((yield* make({ acme: acme() })).acme, acme())
     }))
+
+  it("check the outbox bound with the item cost the outbox charges", () => {
+    assert.strictEqual(OUTBOX_ITEM_COST, ITEM_OVERHEAD)
+  })
 
   it.effect("accept port 0 (the kernel's choice, read back by tests and apps); the command line does not", () =>
     Effect.gen(function*() {
