@@ -1,136 +1,75 @@
+/**
+ * The `RelayConfig` service (SPEC §9, §12) and its three constructors, which all refuse what the
+ * command line refuses (`RelayConfigSchema.ts`):
+ *
+ * * `make` / `layerFromValues`: from values in code, anything not given at its default;
+ * * `layerConfig`: from the ambient `ConfigProvider`, keyed by flag name (`grace-period`),
+ *   under an optional prefix;
+ * * the command line (`Cli.ts`, `relayConfigLayer`): flags over `PYRYCODE_RELAY_*` variables.
+ */
+import * as ConfigProvider from "effect/ConfigProvider"
 import * as Context from "effect/Context"
-import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import type { FcmCredentials } from "../push/ServiceAccount.ts"
-import { DEFAULT_FCM_ENDPOINT, DEFAULT_FCM_PROJECT_ID } from "../push/ServiceAccount.ts"
+import * as Os from "node:os"
+import { settle } from "./Assemble.ts"
+import { checkProduction } from "./Production.ts"
+import type { BootRefusal } from "./Refusal.ts"
+import { fieldNamer } from "./Refusal.ts"
+import { RelayConfigSchema, validateRelayConfig } from "./RelayConfigSchema.ts"
+import { defaults } from "./RelayConfigShape.ts"
+import type { RelayConfigShape } from "./RelayConfigShape.ts"
+import { readSettings } from "./Settings.ts"
 
-/**
- * A host and port to listen on. `host` is an IP literal or name, without brackets; `""` (only
- * from `--https-listen`/`--http-listen` `:port`) means every interface.
- */
-export interface ListenAddress {
-  readonly host: string
-  readonly port: number
-}
+export { acmeDefaults, defaults, LETS_ENCRYPT_DIRECTORY, LOG_FORMATS, LOG_LEVELS } from "./RelayConfigShape.ts"
+export type { AcmeSettings, ListenAddress, LogFormat, LogLevelName, RelayConfigShape } from "./RelayConfigShape.ts"
 
-/**
- * ACME mode (EDGE.md §1): certificates for `domains` from the CA at `directoryUrl`, kept in
- * `certCache`. In this mode `RelayConfigShape.listen` is the TLS listener (`--https-listen`).
- */
-export interface AcmeSettings {
-  /** Lower case, without a trailing dot, each once, in the order given. */
-  readonly domains: ReadonlyArray<string>
-  readonly directoryUrl: string
-  readonly email: string | undefined
-  /** Extra PEM CA bundle trusted when talking to the directory. */
-  readonly caFile: string | undefined
-  /** Absolute path of the cache directory. */
-  readonly certCache: string
-  /** The HTTP-01 challenge listener; `host` `""` means every interface. */
-  readonly httpListen: ListenAddress
-}
+/** `values` over the defaults, checked; refusals name fields as written in code (`acme.httpListen`). */
+const fromValues = (values: Partial<RelayConfigShape>): Effect.Effect<RelayConfigShape, BootRefusal> =>
+  Effect.gen(function*() {
+    const config = yield* validateRelayConfig({ ...defaults, ...values }, fieldNamer)
+    if (config.production) {
+      yield* checkProduction({
+        label: "production",
+        listenHint: "listen (or acme)",
+        explicitListen: values.listen !== undefined || values.acme !== undefined
+      })
+    }
+    return config
+  })
 
-export const LETS_ENCRYPT_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory"
-
-export type LogFormat = "json" | "pretty"
-export type LogLevelName = "trace" | "debug" | "info" | "warn" | "error" | "fatal"
-
-/**
- * Every knob of the relay (SPEC §9), already parsed and validated. Built from flags and
- * environment by `RelayConfigLoader` (the CLI), or from values by `RelayConfig.make` when the
- * relay is embedded or tested.
- */
-export interface RelayConfigShape {
-  readonly listen: ListenAddress
-  readonly tls: { readonly certFile: string; readonly keyFile: string } | undefined
-  /** `undefined` disables the metrics listener (`--metrics-listen ""`). */
-  readonly metricsListen: ListenAddress | undefined
-  readonly maxConnections: number
-  /** 0 disables the per-IP concurrent cap. */
-  readonly maxConnectionsPerIp: number
-  readonly trustXForwardedFor: boolean
-  /**
-   * Every connection to the public listener must open with a PROXY protocol v2 header whose
-   * source address is the client's (EDGE.md §3). Never together with `trustXForwardedFor`.
-   */
-  readonly proxyProtocol: boolean
-  /** ACME mode (`--domain`), or `undefined`. */
-  readonly acme: AcmeSettings | undefined
-  readonly gracePeriod: Duration.Duration
-  readonly heartbeatInterval: Duration.Duration
-  readonly heartbeatTimeout: Duration.Duration
-  readonly probeTimeout: Duration.Duration
-  readonly writeTimeout: Duration.Duration
-  readonly messageTimeout: Duration.Duration
-  readonly handshakeTimeout: Duration.Duration
-  /** How long a peer gets to answer our close frame before its socket is destroyed (§6). */
-  readonly closeTimeout: Duration.Duration
-  readonly maxFrameBytes: number
-  readonly maxPhonesPerServer: number
-  readonly phoneOutboxBytes: number
-  readonly maxBufferedBytes: number
-  /** 0 disables the per-IP rate limit. */
-  readonly rateLimitBurst: number
-  readonly rateLimitRefill: Duration.Duration
-  readonly drainTimeout: Duration.Duration
-  readonly logFormat: LogFormat
-  readonly logLevel: LogLevelName
-  /** `PYRYCODE_RELAY_PRODUCTION=1`. */
-  readonly production: boolean
-  /** Push wake (PUSH.md): the checked service-account key; `undefined` = push off. */
-  readonly fcmCredentials: FcmCredentials | undefined
-  readonly fcmProjectId: string
-  /** FCM base URL, without a trailing slash. */
-  readonly fcmEndpoint: string
-  /** Per-server-id wake bucket: size, and one wake back every `pushRefill`. */
-  readonly pushBurst: number
-  readonly pushRefill: Duration.Duration
-  /** Sends in flight relay-wide. */
-  readonly pushMaxInFlight: number
-}
-
-/** SPEC §9 defaults. */
-export const defaults: RelayConfigShape = {
-  listen: { host: "127.0.0.1", port: 8080 },
-  tls: undefined,
-  metricsListen: { host: "127.0.0.1", port: 9090 },
-  maxConnections: 1000,
-  maxConnectionsPerIp: 64,
-  trustXForwardedFor: false,
-  proxyProtocol: false,
-  acme: undefined,
-  gracePeriod: Duration.seconds(30),
-  heartbeatInterval: Duration.seconds(30),
-  heartbeatTimeout: Duration.seconds(30),
-  probeTimeout: Duration.seconds(10),
-  writeTimeout: Duration.seconds(10),
-  messageTimeout: Duration.seconds(30),
-  handshakeTimeout: Duration.seconds(5),
-  closeTimeout: Duration.seconds(5),
-  maxFrameBytes: 262_144,
-  maxPhonesPerServer: 16,
-  phoneOutboxBytes: 4_194_304,
-  maxBufferedBytes: 268_435_456,
-  rateLimitBurst: 20,
-  rateLimitRefill: Duration.seconds(6),
-  drainTimeout: Duration.seconds(10),
-  logFormat: "json",
-  logLevel: "info",
-  production: false,
-  fcmCredentials: undefined,
-  fcmProjectId: DEFAULT_FCM_PROJECT_ID,
-  fcmEndpoint: DEFAULT_FCM_ENDPOINT,
-  pushBurst: 6,
-  pushRefill: Duration.seconds(10),
-  pushMaxInFlight: 32
-}
+/** The ambient provider's settings under `prefix`; refusals name keys as `prefix.key`. */
+const fromConfigProvider = (prefix: string | ReadonlyArray<string> = []): Effect.Effect<RelayConfigShape, BootRefusal> =>
+  Effect.gen(function*() {
+    const path = typeof prefix === "string" ? [prefix] : prefix
+    const ambient = yield* ConfigProvider.ConfigProvider
+    const provider = path.length === 0 ? ambient : ConfigProvider.nested(ambient, path)
+    const nameOf = (key: string) => [...path, key].join(".")
+    const settings = yield* readSettings(provider, nameOf)
+    return yield* settle(settings, {
+      nameOf,
+      productionLabel: `${nameOf("production")}=1`,
+      listenHint: nameOf("listen")
+    }, Os.homedir())
+  })
 
 export class RelayConfig extends Context.Service<RelayConfig, RelayConfigShape>()("pyrycode-relay/RelayConfig") {
-  /** Builds the service from values; anything not given takes its SPEC §9 default. */
-  static readonly make = (overrides: Partial<RelayConfigShape> = {}): RelayConfigShape => ({
-    ...defaults,
-    ...overrides
-  })
-  static readonly layerFromValues = (overrides: Partial<RelayConfigShape> = {}) =>
-    Layer.succeed(RelayConfig, RelayConfig.make(overrides))
+  /** Every value and cross-field rule; what `make`, `layerConfig` and the command line decode with. */
+  static readonly schema = RelayConfigSchema
+
+  /** From values; anything not given takes its SPEC §9 default. Refused like the command line. */
+  static readonly make = (values: Partial<RelayConfigShape> = {}): Effect.Effect<RelayConfigShape, BootRefusal> =>
+    fromValues(values)
+
+  static readonly layerFromValues = (values: Partial<RelayConfigShape> = {}): Layer.Layer<RelayConfig, BootRefusal> =>
+    Layer.effect(RelayConfig, fromValues(values))
+
+  /**
+   * From the ambient `ConfigProvider`: the same settings as the command line, keyed by flag name
+   * (`grace-period: "30s"`, `domain`, `production: "1"`, `fcm-credentials`), under `prefix`.
+   * With `ConfigProvider.fromEnv()` piped through `ConfigProvider.constantCase`, the prefix
+   * `PYRYCODE_RELAY` reads exactly the command line's variables.
+   */
+  static readonly layerConfig = (prefix?: string | ReadonlyArray<string>): Layer.Layer<RelayConfig, BootRefusal> =>
+    Layer.effect(RelayConfig, fromConfigProvider(prefix))
 }

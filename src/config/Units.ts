@@ -96,6 +96,9 @@ export const parsePort = (raw: string): Parsed<number> => {
 }
 
 const HOSTNAME = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/
+/** A host name (not all digits and dots, which would be a malformed IPv4 literal). */
+export const isHostName = (host: string): boolean => HOSTNAME.test(host) && !/^[\d.]+$/.test(host)
+
 const LISTEN_HINT = "(use host:port, e.g. 127.0.0.1:8080 or [::1]:8080)"
 
 /**
@@ -112,7 +115,7 @@ export const parseListen = (raw: string): Parsed<ListenAddress> => {
     return Result.fail(`${show(raw)} is not a listen address ${LISTEN_HINT}`)
   }
   if (host === "") return Result.fail(`${show(raw)} has no host ${LISTEN_HINT}`)
-  const hostOk = bracketed !== null ? isIPv6(host) : isIPv4(host) || (HOSTNAME.test(host) && !/^[\d.]+$/.test(host))
+  const hostOk = bracketed !== null ? isIPv6(host) : isIPv4(host) || isHostName(host)
   if (!hostOk) return Result.fail(`${show(raw)} has an invalid host ${LISTEN_HINT}`)
   const port = parsePort(portText)
   if (Result.isFailure(port)) return Result.fail(`${show(raw)}: ${port.failure}`)
@@ -146,7 +149,7 @@ export const parseDomains = (raw: string): Parsed<ReadonlyArray<string>> => {
       return Result.fail(`${show(name)} is an IP address (certificates here are for DNS names)`)
     }
     if (name.includes("*")) return Result.fail(`${show(name)} is a wildcard (HTTP-01 cannot prove a wildcard)`)
-    if (!HOSTNAME.test(name) || /^[\d.]+$/.test(name)) return Result.fail(`${show(name)} is not a DNS name`)
+    if (!isHostName(name)) return Result.fail(`${show(name)} is not a DNS name`)
     if (!names.includes(name)) names.push(name)
   }
   if (names.length > MAX_DOMAINS) return Result.fail(`${names.length} names, at most ${MAX_DOMAINS}`)
@@ -163,3 +166,23 @@ export const isLoopbackLiteral = (host: string): boolean => {
   if (isIPv6(host)) return new URL(`http://[${host}]/`).hostname === "[::1]"
   return false
 }
+
+/**
+ * A duration the way `parseDuration` reads it back: `500ms`, `30s`, `2m`, `1m30s`, `0`. Used for
+ * the defaults in `--help`, so the text shown is the value the code falls back to.
+ */
+export const formatDuration = (d: Duration.Duration): string => {
+  let rest = Duration.toMillis(d)
+  if (rest === 0) return "0"
+  let text = ""
+  for (const [unit, size] of [["h", 3_600_000], ["m", 60_000], ["s", 1_000], ["ms", 1]] as const) {
+    const n = Math.floor(rest / size)
+    if (n > 0) text += `${n}${unit}`
+    rest -= n * size
+  }
+  return text
+}
+
+/** `host:port`, `[v6]:port`, or `:port` for every interface: the spelling `parseListenOrEvery` reads. */
+export const formatListen = (address: ListenAddress): string =>
+  `${isIPv6(address.host) ? `[${address.host}]` : address.host}:${address.port}`

@@ -92,7 +92,13 @@ describe("boot refusals exit 2 and name the culprit", () => {
     { name: "port 70000", args: ["--listen", "127.0.0.1:70000"], culprit: "--listen" },
     { name: "--tls-cert without --tls-key", args: ["--tls-cert", "/nonexistent/cert.pem"], culprit: "--tls-cert" },
     { name: "--max-connections 0", args: ["--max-connections", "0"], culprit: "--max-connections" },
-    { name: "bad --log-format", args: ["--log-format", "xml"], culprit: "--log-format" }
+    { name: "bad --log-format", args: ["--log-format", "xml"], culprit: "--log-format" },
+    {
+      name: "an outbox that cannot hold one full-size frame",
+      args: ["--max-frame-bytes", "1MiB", "--phone-outbox-bytes", "1MiB"],
+      culprit: "--phone-outbox-bytes"
+    },
+    { name: "--proxy-protocol with --trust-x-forwarded-for", args: ["--proxy-protocol", "--trust-x-forwarded-for"], culprit: "--proxy-protocol" }
   ]
   for (const c of cases) {
     it(c.name, async () => {
@@ -109,6 +115,12 @@ describe("boot refusals exit 2 and name the culprit", () => {
 
   it("--tls-key without --tls-cert names --tls-key", async () => {
     expectRefusal(await runCli([...listen, "--tls-key", "/nonexistent/key.pem"]), "--tls-key")
+  })
+
+  it("the metrics listener on the public listener's address is refused before either binds", async () => {
+    const same = listen[1]!
+    const line = expectRefusal(await runCli(["--listen", same, "--metrics-listen", same]), "--metrics-listen")
+    expect(line).toBe("pyrycode-relay: --metrics-listen and --listen are the same address")
   })
 
   it("a bad variable is named by its variable name", async () => {
@@ -188,6 +200,9 @@ describe("--help and --version", () => {
     expect(result.code).toBe(0)
     for (const flag of FLAGS) expect(result.stdout).toContain(`--${flag}`)
     expect(result.stdout).toContain("PYRYCODE_RELAY_PRODUCTION")
+    // Defaults as SPEC §9 writes them (the full list is pinned in test/unit/config-help.test.ts).
+    expect(result.stdout).toMatch(/--grace-period <value> .*\(default 30s\)\n/)
+    expect(result.stdout).toMatch(/--phone-outbox-bytes <value> .*\(default 4194304\)\n/)
     expect(result.stderr).toBe("")
   })
 
