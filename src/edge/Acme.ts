@@ -16,7 +16,7 @@ import { generateKeyPairSync } from "node:crypto"
 import * as Https from "node:https"
 import type * as Net from "node:net"
 import * as Tls from "node:tls"
-import * as acme from "acme-client"
+import type * as AcmeClient from "acme-client"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
@@ -97,6 +97,9 @@ export const makeAcmeOrder = (
   challenges: PendingChallenges
 ): Effect.Effect<Effect.Effect<Certificate, OrderFailed>, never, Scope.Scope> =>
   Effect.gen(function*() {
+    // Loaded on the first use only: acme-client (with axios) is ~40 MB of RSS a relay without
+    // --domain never needs.
+    const acme: typeof AcmeClient = yield* Effect.promise(() => import("acme-client"))
     // The last problem the order in flight ran into (reset at its start): a retried bad nonce
     // followed by a refused connection reports the connection.
     let lastSeen: string | undefined
