@@ -42,7 +42,8 @@ export type StopReason = "backlog_full" | "phone_write_failed" | "closing"
  */
 export type OfferResult =
   | { readonly _tag: "Accepted"; readonly shed: ReadonlyArray<Shed> }
-  | { readonly _tag: "Refused"; readonly reason: StopReason }
+  /** `frames`: 1 when the refused item carried a frame (a bare directive carries none). */
+  | { readonly _tag: "Refused"; readonly reason: StopReason; readonly frames: 0 | 1 }
   /** This offer overflowed: the outbox stopped, `dropped` items (this one included) were dropped; close the phone with `close`. */
   | {
     readonly _tag: "Overflow"
@@ -50,6 +51,35 @@ export type OfferResult =
     readonly close: CloseCodes.CloseCode
     readonly shed: ReadonlyArray<Shed>
   }
+
+/**
+ * What became of frames the outbox let go of: a batch its socket flushed (`written`), or frames
+ * that will never be written — a batch the socket failed under or refused, or what was queued
+ * when it failed (`write_failed`), a batch the socket gave up because the phone was shed (`shed`).
+ */
+type Released = "written" | "write_failed" | "shed"
+
+/**
+ * The one place the outbox's frames become counters (SPEC §4.3, §8.2): `binary_to_phone` once
+ * per frame actually written, every other frame dropped under its reason. Synchronous, once per
+ * batch, in the context (metric registry) counting happens in.
+ */
+const count = (released: Released, frames: number, bytes: number, context: Context.Context<never>): void => {
+  switch (released) {
+    case "written":
+      Metrics.framesForwardedBinaryToPhone.updateUnsafe(frames, context)
+      Metrics.bytesForwardedBinaryToPhone.updateUnsafe(bytes, context)
+      return
+    case "write_failed":
+      Metrics.framesDropped.phone_write_failed.updateUnsafe(frames, context)
+      return
+    case "shed":
+      Metrics.framesDropped.backlog_full.updateUnsafe(frames, context)
+      return
+    default:
+      released satisfies never
+  }
+}
 
 const NONE_SHED: ReadonlyArray<Shed> = []
 const NO_FIELDS: LogFields = {}
@@ -153,7 +183,7 @@ class PhoneOutbox implements Outbox {
   }
 
   offer(frame: Buffer | undefined, closeCode: number): OfferResult {
-    if (this.refusing !== undefined) return { _tag: "Refused", reason: this.refusing }
+    if (this.refusing !== undefined) return { _tag: "Refused", reason: this.refusing, frames: frame === undefined ? 0 : 1 }
     const bytes = frame === undefined ? 0 : frame.length
     const cost = bytes + ITEM_OVERHEAD
     let shed = NONE_SHED
@@ -302,19 +332,13 @@ class PhoneOutbox implements Outbox {
   private onBatchFlushed(frames: number, bytes: number, cost: number): (ok: boolean) => void {
     return (ok) => {
       this.used -= cost
-      if (!ok) {
-        // Frames the socket never flushed are dropped, whoever closed it.
-        const reason = this.shedding ? "backlog_full" : "phone_write_failed"
-        if (this.context !== undefined) Metrics.framesDropped[reason].updateUnsafe(frames, this.context)
-        this.failed = true
-        // The socket failed: whatever is still queued will never be written.
-        if (!this.writing) this.dropAll()
-        return
-      }
-      if (this.context !== undefined) {
-        Metrics.framesForwardedBinaryToPhone.updateUnsafe(frames, this.context)
-        Metrics.bytesForwardedBinaryToPhone.updateUnsafe(bytes, this.context)
-      }
+      // Frames the socket never flushed are dropped, whoever closed it.
+      const released: Released = ok ? "written" : this.shedding ? "shed" : "write_failed"
+      if (this.context !== undefined) count(released, frames, bytes, this.context)
+      if (ok) return
+      this.failed = true
+      // The socket failed: whatever is still queued will never be written.
+      if (!this.writing) this.dropAll()
     }
   }
 
@@ -344,7 +368,7 @@ class PhoneOutbox implements Outbox {
     // place, which pins at most twice its size (`PeerConnection.send`).
     if (!this.conn.send(queued, this.onBatchFlushed(frames, bytes, cost))) {
       this.used -= cost
-      if (this.context !== undefined) Metrics.framesDropped.phone_write_failed.updateUnsafe(frames, this.context)
+      if (this.context !== undefined) count("write_failed", frames, bytes, this.context)
       this.failed = true
     }
     return directive
@@ -372,7 +396,7 @@ class PhoneOutbox implements Outbox {
   /** Stops the outbox for a failed write and counts what it dropped. */
   private dropAll(): number {
     const dropped = this.stop("phone_write_failed")
-    if (dropped > 0 && this.context !== undefined) Metrics.framesDropped.phone_write_failed.updateUnsafe(dropped, this.context)
+    if (dropped > 0 && this.context !== undefined) count("write_failed", dropped, 0, this.context)
     return dropped
   }
 

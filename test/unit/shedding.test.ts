@@ -164,7 +164,7 @@ describe("a phone's outbox under the relay-wide budget", () => {
       assert.strictEqual(reader.conn.sent.length, 1)
       assert.deepStrictEqual(reader.conn.closeCalls, [])
       // The shed phone refuses what comes next, as an overflowed one does.
-      assert.deepStrictEqual(stalled[1]!.outbox.offer(Buffer.from("1"), 0), { _tag: "Refused", reason: "backlog_full" })
+      assert.deepStrictEqual(stalled[1]!.outbox.offer(Buffer.from("1"), 0), { _tag: "Refused", reason: "backlog_full", frames: 1 })
     })))
 
   it.effect("queued frames of a shed phone are reported; a queued directive's code closes it", () =>
