@@ -27,7 +27,7 @@ import { HELD, makePeerWarnings } from "../observability/PeerWarnings.ts"
 import { PushWake, type PushWakeShape } from "../push/PushWake.ts"
 import type { BinaryHandle, PhoneHandle } from "../registry/Handles.ts"
 import type { RegistryShape } from "../registry/Registry.ts"
-import type { OfferResult, StopReason } from "./Outbox.ts"
+import type { OfferResult, StopReason } from "../outbox/Outbox.ts"
 import { reportShed } from "./Shedding.ts"
 
 const REFUSED_REASON: Record<StopReason, Metrics.DropReason> = {

@@ -12,7 +12,7 @@ import { type BufferLedger, type Holder, makeBufferLedger, makeRoom } from "../.
 import type { PeerConnection } from "../../src/connection/PeerConnection.ts"
 import * as CloseCodes from "../../src/domain/CloseCodes.ts"
 import { forwardPhone } from "../../src/forwarding/PhoneForwarder.ts"
-import * as Outbox from "../../src/forwarding/Outbox.ts"
+import * as Outbox from "../../src/outbox/Outbox.ts"
 import { trackBinary } from "../../src/forwarding/Shedding.ts"
 import * as Metrics from "../../src/observability/Metrics.ts"
 import { makeRegistry } from "../../src/registry/Registry.ts"
