@@ -14,7 +14,7 @@ import type { PeerConnection } from "../../src/connection/PeerConnection.ts"
 import { RelayConfig } from "../../src/config/RelayConfig.ts"
 import { ConnectionWatcher } from "../../src/liveness/ConnectionWatcher.ts"
 import { Registry } from "../../src/registry/Registry.ts"
-import { Lifecycle } from "../../src/session/Lifecycle.ts"
+import { Lifecycle } from "../../src/lifecycle/Lifecycle.ts"
 import * as Session from "../../src/session/Session.ts"
 
 const Core = Layer.mergeAll(Registry.layer, Ledger.layer, Lifecycle.layer, ConnectionWatcher.layer).pipe(
