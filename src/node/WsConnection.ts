@@ -43,6 +43,10 @@ class WsConnection extends WsWriting implements PeerConnection {
     super(ws, clock, socket, receiver, ledger)
     this.scope = scope
     this.closeTimeout = closeTimeout
+    // Every listener here, in one constructor: arrows made in each layer's constructor would cost
+    // one closure context per layer and connection. `data` runs after ws's own listener.
+    socket.on("data", () => this.onData())
+    ws.on("message", (data: Buffer, isBinary: boolean) => this.onMessage(data, isBinary))
     ws.on("pong", () => {
       this.pongCount++
       this.settlePongs(true)

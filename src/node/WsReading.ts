@@ -15,7 +15,6 @@ import * as Effect from "effect/Effect"
 import type * as Pull from "effect/Pull"
 import * as Stream from "effect/Stream"
 import { isUtf8 } from "node:buffer"
-import type * as Net from "node:net"
 import type WebSocket from "ws"
 import { gcHint } from "./GcHint.ts"
 import { atReadEnd } from "./TurnEnd.ts"
@@ -46,23 +45,27 @@ export abstract class WsReading {
   private waiting: ((batch: Effect.Effect<Arr.NonEmptyReadonlyArray<Buffer>, Cause.Done>) => void) | undefined
   private closedForReading = false
 
-  constructor(ws: WebSocket, clock: Clock.Clock, socket: Net.Socket, receiver: ReceiverState) {
+  /** The socket's listeners are attached by `WsConnection`, all in one closure (`onData`, `onMessage`). */
+  constructor(ws: WebSocket, clock: Clock.Clock, receiver: ReceiverState) {
     this.ws = ws
     this.clock = clock
     this.receiver = receiver
     this.messages = Stream.fromPull(Effect.succeed(this.pull))
-    // A started message (first fragment or partial frame read) must complete in time (§1.4); the
-    // clock restarts with each message. ws parses each chunk in its own `data` listener, which runs
-    // before this one and emits every message the chunk completed (`onMessage` clears `startedAt`),
-    // so a chunk that ends inside a message has started a new one unless one was already running.
-    socket.on("data", () => {
-      if (messageInProgress(this.receiver)) this.startedAt ??= this.clock.currentTimeMillisUnsafe()
-      else this.startedAt = undefined
-    })
-    ws.on("message", (data: Buffer, isBinary: boolean) => this.onMessage(data, isBinary))
   }
 
-  private onMessage(data: Buffer, isBinary: boolean): void {
+  /**
+   * A socket `data` event, after `ws` parsed the chunk. A started message (first fragment or
+   * partial frame read) must complete in time (§1.4); the clock restarts with each message. ws
+   * parses each chunk in its own `data` listener, which runs before this one and emits every
+   * message the chunk completed (`onMessage` clears `startedAt`), so a chunk that ends inside a
+   * message has started a new one unless one was already running.
+   */
+  protected onData(): void {
+    if (messageInProgress(this.receiver)) this.startedAt ??= this.clock.currentTimeMillisUnsafe()
+    else this.startedAt = undefined
+  }
+
+  protected onMessage(data: Buffer, isBinary: boolean): void {
     this.startedAt = undefined
     gcHint.read(data.length)
     if (this.closeStartedByRelay) return

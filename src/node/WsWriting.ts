@@ -36,7 +36,7 @@ export abstract class WsWriting extends WsReading {
   protected gone = false
 
   constructor(ws: WebSocket, clock: Clock.Clock, socket: Net.Socket, receiver: ReceiverState, ledger: BufferLedger) {
-    super(ws, clock, socket, receiver)
+    super(ws, clock, receiver)
     this.socket = socket
     this.ledger = ledger
     this.progressAt = clock.currentTimeMillisUnsafe()
