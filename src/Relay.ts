@@ -35,7 +35,7 @@ import { ConnectionCaps } from "./limits/ConnectionCaps.ts"
 import { RateLimiter } from "./limits/RateLimiter.ts"
 import { ConnectionWatcher } from "./liveness/ConnectionWatcher.ts"
 import { Registry } from "./registry/Registry.ts"
-import { Lifecycle } from "./session/Lifecycle.ts"
+import { Lifecycle } from "./lifecycle/Lifecycle.ts"
 import * as PushWake from "./push/PushWake.ts"
 
 export { routes } from "./http/Health.ts"

@@ -57,7 +57,7 @@ export const makeBufferLedger = (max: number): BufferLedger => ({ bytes: 0, max,
 export const fits = (ledger: BufferLedger, cost: number): boolean => ledger.bytes + cost <= ledger.max
 
 /**
- * Called when `cost` more bytes for `enqueuer` do not `fit`: sheds the holders with the largest
+ * Called when `cost` more bytes for `enqueuer` do not fit (`fits`): sheds the holders with the largest
  * backlogs, one at a time, until the bytes fit (SPEC §7.4). When nobody holds more than the
  * enqueuer would with these bytes, nothing more is shed and `fits` is false: the enqueuer is the
  * one that overflows (it also loses ties: shedding a peer to let the asker grow past it would not

@@ -1,4 +1,8 @@
-/** Typed failures of the routing path. Each maps to one close code in `closeFor` (forwarding). */
+/**
+ * Typed failures of the routing path, as data. The phone forwarder's three end a phone's session:
+ * each maps to one drop reason (`PhoneForwarder` `DROP_REASON`) and one close code (`PhoneSession`
+ * `CLOSE_FOR`), both exhaustive by type. A registration's two close the phone 4404 / 4429.
+ */
 import * as Schema from "effect/Schema"
 
 /** The phone's server-id has no binary entry (SPEC §3.6). */

@@ -1,24 +1,58 @@
 /**
  * The phone forwarder (SPEC §4.1): one per phone, one sink. Reads the phone's messages in the
  * batches they arrived in, validates and wraps each (pure), and writes them to the binary that
- * holds the server-id at that moment. `phone_to_binary` is counted on the success path of the
- * write only; any typed failure (no binary, invalid JSON, binary write refused) ends the stream,
- * and with it the phone's session.
+ * holds the server-id at that moment, one write per batch.
+ *
+ * Typed outcomes decide counters: what became of a batch is a `PhoneBatchOutcome` — `Forwarded`,
+ * or the typed error that ends the stream (and with it the phone's session) — and `countBatch` is
+ * the one place it becomes a counter: `frames_forwarded` for `Forwarded`, `frames_dropped` under
+ * the reason `DROP_REASON` gives each error tag. A new error without a reason does not compile.
  */
 import type * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Stream from "effect/Stream"
-import { type BufferLedger, fits, makeRoom } from "../connection/BufferLedger.ts"
-import type { Frame, PeerConnection } from "../connection/PeerConnection.ts"
+import { type BufferLedger, fits, makeRoom, type Shed } from "../connection/BufferLedger.ts"
+import type { Frame } from "../connection/PeerConnection.ts"
 import { wrap } from "../domain/Envelope.ts"
 import { isJson } from "../domain/JsonBytes.ts"
 import { BinaryWriteFailed, InvalidJson, NoBinary } from "../domain/Errors.ts"
 import * as Metrics from "../observability/Metrics.ts"
-import type { PhoneHandle } from "../registry/Handles.ts"
+import type { BinaryHandle, PhoneHandle } from "../registry/Handles.ts"
 import type { RegistryShape } from "../registry/Registry.ts"
 import { reportShed } from "./Shedding.ts"
 
 export type PhoneForwardError = InvalidJson | NoBinary | BinaryWriteFailed
+
+/** A batch's envelopes, every one handed to the binary's socket in one write. */
+export interface Forwarded {
+  readonly _tag: "Forwarded"
+  readonly frames: number
+  /** Envelope bytes written. */
+  readonly bytes: number
+}
+
+/** What became of (part of) one read batch: forwarded, or the typed error that ends the session. */
+export type PhoneBatchOutcome = Forwarded | PhoneForwardError
+
+/** The drop reason of each error the forwarder can end with (SPEC §8.2). */
+const DROP_REASON: { readonly [Tag in PhoneForwardError["_tag"]]: Metrics.DropReason } = {
+  InvalidJson: "invalid_json",
+  NoBinary: "no_binary",
+  BinaryWriteFailed: "binary_write_failed"
+}
+
+/**
+ * The one place a phone batch's outcome becomes a counter. Synchronous, once per outcome, through
+ * the forwarder's own context (its metric registry): no effectful step per frame or per batch.
+ */
+export const countBatch = (outcome: PhoneBatchOutcome, context: Context.Context<never>): void => {
+  if (outcome._tag === "Forwarded") {
+    Metrics.framesForwardedPhoneToBinary.updateUnsafe(outcome.frames, context)
+    Metrics.bytesForwardedPhoneToBinary.updateUnsafe(outcome.bytes, context)
+    return
+  }
+  Metrics.framesDropped[DROP_REASON[outcome._tag]].updateUnsafe(outcome.frames, context)
+}
 
 export interface PhoneForwarderDeps {
   readonly registry: RegistryShape
@@ -28,55 +62,25 @@ export interface PhoneForwarderDeps {
 }
 
 /**
- * Writes envelopes to the binary that served this phone, as one ordered batch; counts on
- * success. A failure stands for the whole read batch (`batchFrames`): nothing of it is forwarded
- * and the session ends, so the failure counts every one of its frames, valid or not.
+ * The binary this phone's frames may go to now: only the one that served it, while the phone is
+ * still registered and that binary's socket is open. An evicted phone (reclaim, takeover) must
+ * never reach the new holder, whose daemon never saw its conn_id (SPEC §3.4); a binary already
+ * closing is as good as gone.
  */
-const writeToBinary = (
-  phone: PhoneHandle,
-  envelopes: ReadonlyArray<Frame>,
-  bytes: number,
-  batchFrames: number,
-  deps: PhoneForwarderDeps,
-  context: Context.Context<never>
-): Effect.Effect<void, NoBinary | BinaryWriteFailed> => {
-  const binary = deps.registry.binaryFor(phone.serverId)
-  // Only the binary that served this phone, while the phone is still registered and that binary's
-  // socket is open: an evicted phone (reclaim, takeover) must never reach the new holder, whose
-  // daemon never saw its conn_id (SPEC §3.4); a binary already closing is as good as gone.
-  if (
-    binary === undefined || binary !== phone.servedBy || !binary.conn.isOpen() ||
-    deps.registry.phoneFor(phone.serverId, phone.connId) !== phone
-  ) return Effect.fail(new NoBinary({ frames: batchFrames }))
-  if (binary.conn.pendingBytes() + bytes > deps.binaryBudget) return Effect.fail(new BinaryWriteFailed({ frames: batchFrames }))
-  if (!fits(deps.ledger, bytes)) {
-    // The relay-wide budget is full: the largest backlogs are shed first; when the binary holds
-    // the largest itself, this phone's frame is the one that cannot be delivered (SPEC §7.4, §4.4).
-    const room = makeRoom(deps.ledger, bytes, binary.conn)
-    const written: Effect.Effect<void, BinaryWriteFailed> = room.fits
-      ? send(binary.conn, envelopes, bytes, batchFrames, context)
-      : Effect.fail(new BinaryWriteFailed({ frames: batchFrames }))
-    return room.shed.length === 0 ? written : Effect.andThen(reportShed(room.shed), written)
-  }
-  return send(binary.conn, envelopes, bytes, batchFrames, context)
+const servingBinary = (phone: PhoneHandle, registry: RegistryShape): BinaryHandle | undefined => {
+  const binary = registry.binaryFor(phone.serverId)
+  return binary !== undefined && binary === phone.servedBy && binary.conn.isOpen() &&
+      registry.phoneFor(phone.serverId, phone.connId) === phone
+    ? binary
+    : undefined
 }
 
-const send = (
-  conn: PeerConnection,
-  envelopes: ReadonlyArray<Frame>,
-  bytes: number,
-  batchFrames: number,
-  context: Context.Context<never>
-): Effect.Effect<void, BinaryWriteFailed> => {
-  if (!conn.send(envelopes)) return Effect.fail(new BinaryWriteFailed({ frames: batchFrames }))
-  Metrics.framesForwardedPhoneToBinary.updateUnsafe(envelopes.length, context)
-  Metrics.bytesForwardedPhoneToBinary.updateUnsafe(bytes, context)
-  return Effect.void
-}
+const NONE_SHED: ReadonlyArray<Shed> = []
 
 /**
- * Forwards one read batch (pure up to the write): the valid prefix is written and counted, then
- * the first invalid message ends the stream.
+ * Forwards one read batch: the valid prefix is wrapped (pure) and written as one write, then the
+ * first invalid message, if any, ends the stream. A failed write stands for the whole batch
+ * (`frames`: every frame of it, the invalid one included): nothing of it is forwarded.
  */
 const forwardBatch = (
   phone: PhoneHandle,
@@ -97,15 +101,41 @@ const forwardBatch = (
     envelopes.push(wrap(prefix, message))
     bytes += prefix.length + message.length + 1
   }
-  const written = envelopes.length === 0 ? Effect.void : writeToBinary(phone, envelopes, bytes, batch.length, deps, context)
-  return invalidAt === -1
-    ? written
-    : Effect.andThen(written, Effect.fail(new InvalidJson({ frames: batch.length - invalidAt })))
+  let shed = NONE_SHED
+  let written: PhoneBatchOutcome | undefined
+  if (envelopes.length > 0) {
+    const binary = servingBinary(phone, deps.registry)
+    if (binary === undefined) written = new NoBinary({ frames: batch.length })
+    else if (binary.conn.pendingBytes() + bytes > deps.binaryBudget) {
+      written = new BinaryWriteFailed({ frames: batch.length })
+    } else {
+      let room = fits(deps.ledger, bytes)
+      if (!room) {
+        // The relay-wide budget is full: the largest backlogs are shed first; when the binary
+        // holds the largest itself, this phone's batch is the one that cannot be delivered
+        // (SPEC §7.4, §4.4).
+        const made = makeRoom(deps.ledger, bytes, binary.conn)
+        shed = made.shed
+        room = made.fits
+      }
+      written = room && binary.conn.send(envelopes)
+        ? { _tag: "Forwarded", frames: envelopes.length, bytes }
+        : new BinaryWriteFailed({ frames: batch.length })
+    }
+    countBatch(written, context)
+  }
+  let ended: PhoneForwardError | undefined = written === undefined || written._tag === "Forwarded" ? undefined : written
+  if (ended === undefined && invalidAt !== -1) {
+    ended = new InvalidJson({ frames: batch.length - invalidAt })
+    countBatch(ended, context)
+  }
+  const result = ended === undefined ? Effect.void : Effect.fail(ended)
+  return shed.length === 0 ? result : Effect.andThen(reportShed(shed), result)
 }
 
 /**
- * Runs until the phone's messages end (normal) or a typed failure ends the session. Counters are
- * updated through the forwarder's own context (its metric registry), synchronously per batch.
+ * Runs until the phone's messages end (normal) or a typed failure ends the session; the failure
+ * is already counted (`countBatch`), its close code is the session's to choose.
  */
 export const forwardPhone = (phone: PhoneHandle, deps: PhoneForwarderDeps): Effect.Effect<void, PhoneForwardError> =>
   Effect.contextWith((context: Context.Context<never>) =>

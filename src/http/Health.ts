@@ -11,7 +11,7 @@ import * as HttpRouter from "effect/http/HttpRouter"
 import * as HttpServerResponse from "effect/http/HttpServerResponse"
 import { version } from "../config/Version.ts"
 import { Registry } from "../registry/Registry.ts"
-import { Lifecycle } from "../session/Lifecycle.ts"
+import { Lifecycle } from "../lifecycle/Lifecycle.ts"
 
 const JSON_CONTENT = "application/json; charset=utf-8"
 const NO_STORE = { "cache-control": "no-store" }

@@ -1,6 +1,6 @@
 /** What the registry holds for each connection. Identity (===) is what every check compares. */
 import type { PeerConnection } from "../connection/PeerConnection.ts"
-import type { Outbox } from "../forwarding/Outbox.ts"
+import type { Outbox } from "../outbox/Outbox.ts"
 
 export interface BinaryHandle {
   /** `server-<server-id>-<8 hex>`, for logs only. */

@@ -1,8 +1,9 @@
 /**
  * The one owner of routing state (SPEC §3): server-id → binary (1:1), server-id → phones (1:N, in
- * insertion order), server-id → pending grace (≤ 1). Every slot transition is a method here and
- * runs synchronously inside one Effect step, so no other fiber ever sees it half done. Sockets
- * are closed only after the transition, all at once (a close handshake can take seconds).
+ * insertion order), server-id → pending grace (≤ 1). The state and its transitions are the
+ * `SlotTable`; this service runs each transition synchronously inside one Effect step, so no
+ * other fiber ever sees it half done, and then does what it asks for: sockets are closed only
+ * after the transition, all at once (a close handshake can take seconds), then counted and logged.
  *
  * Readers on the hot path (`binaryFor`, `phoneFor`) are synchronous lookups of the local table;
  * an implementation backed by a shared store would keep the same local table as its cache.
@@ -15,12 +16,12 @@ import * as Metric from "effect/Metric"
 import * as Scope from "effect/Scope"
 import { RelayConfig } from "../config/RelayConfig.ts"
 import * as CloseCodes from "../domain/CloseCodes.ts"
-import { makePhoneConnIds } from "../domain/ConnId.ts"
 import { NoServer, PhonesAtCap } from "../domain/Errors.ts"
 import * as Log from "../observability/Log.ts"
 import * as Metrics from "../observability/Metrics.ts"
 import { type GraceTimer, interruptingTimer } from "./GraceTimer.ts"
 import type { BinaryHandle, PhoneHandle } from "./Handles.ts"
+import { type GraceToken, SlotTable } from "./SlotTable.ts"
 
 export type ClaimResult =
   | { readonly _tag: "Claimed" }
@@ -75,19 +76,6 @@ export interface RegistryShape {
   readonly closeAll: (close: CloseCodes.CloseCode) => Effect.Effect<void>
 }
 
-/** One armed grace. The slot holds its token; the expiry acts only if the slot still holds it. */
-interface GraceToken {
-  /** Stops the timer (set once it has started). */
-  cancel: (() => void) | undefined
-}
-
-interface Slot {
-  binary: BinaryHandle
-  /** Set while the slot is in grace; the pending expiry acts only if this is still its token. */
-  grace: GraceToken | undefined
-  readonly phones: Map<string, PhoneHandle>
-}
-
 export class Registry extends Context.Service<Registry, RegistryShape>()("pyrycode-relay/Registry") {
   static readonly layer = Layer.effect(
     Registry,
@@ -103,11 +91,11 @@ export class Registry extends Context.Service<Registry, RegistryShape>()("pyryco
   )
 }
 
-const GONE: ClaimResult = { _tag: "Gone" }
+const RECLAIMED: ClaimResult = { _tag: "Reclaimed" }
 
 /** Closes phones from outside; the frames their outboxes discard are counted under `dropped`. */
 const evict = (
-  phones: Iterable<PhoneHandle>,
+  phones: ReadonlyArray<PhoneHandle>,
   close: CloseCodes.CloseCode,
   dropped: Metrics.DropReason
 ): Effect.Effect<void> =>
@@ -129,100 +117,58 @@ export const makeRegistry = (options: {
 }): Effect.Effect<RegistryShape> =>
   Effect.sync(() => {
     const timer = options.graceTimer ?? interruptingTimer(options.scope)
-    const slots = new Map<string, Slot>()
-    const connIds = makePhoneConnIds()
-    let graced = 0
-    let phoneCount = 0
+    const table = new SlotTable(options.maxPhonesPerServer)
 
     const publishCounts = Effect.suspend(() =>
       Effect.andThen(
-        Metric.update(Metrics.connectedBinaries, slots.size - graced),
-        Metric.update(Metrics.connectedPhones, phoneCount)
+        Metric.update(Metrics.connectedBinaries, table.liveBinaries()),
+        Metric.update(Metrics.connectedPhones, table.phones())
       )
     )
 
-    const cancelGrace = (slot: Slot) => {
-      const token = slot.grace
-      if (token === undefined) return
-      slot.grace = undefined
-      graced--
-      token.cancel?.()
-    }
-
-    /** Removes every phone of the slot from the table (before anyone is closed). */
-    const takePhones = (slot: Slot): Array<PhoneHandle> => {
-      const phones = [...slot.phones.values()]
-      slot.phones.clear()
-      phoneCount -= phones.length
-      return phones
-    }
-
     const expire = (serverId: string, token: GraceToken): Effect.Effect<void> =>
       Effect.suspend(() => {
-        const slot = slots.get(serverId)
-        // Stale-fire guard: identity of the token, not presence of a grace.
-        if (slot === undefined || slot.grace !== token) return Effect.void
-        slots.delete(serverId)
-        graced--
-        const phones = takePhones(slot)
+        const expired = table.expire(serverId, token)
+        if (expired === undefined) return Effect.void
         return Effect.gen(function*() {
           yield* publishCounts
-          yield* evict(phones, CloseCodes.Normal, "grace_expired")
+          yield* evict(expired.phones, CloseCodes.Normal, "grace_expired")
           yield* Metric.update(Metrics.graceExpiries, 1)
-          yield* Log.info("grace expired", { server_id: serverId, binary_conn_id: slot.binary.connId })
+          yield* Log.info("grace expired", { server_id: serverId, binary_conn_id: expired.binary.connId })
         })
       })
 
-    const install = (binary: BinaryHandle): Slot => {
-      const slot: Slot = { binary, grace: undefined, phones: new Map() }
-      slots.set(binary.serverId, slot)
-      return slot
-    }
-
     const claim = (binary: BinaryHandle): Effect.Effect<ClaimResult> =>
       Effect.suspend((): Effect.Effect<ClaimResult> => {
-        // A binary that left before its claim ran must not take (nor reclaim, evicting phones) anything.
-        if (!binary.conn.isOpen()) return Effect.succeed(GONE)
-        const slot = slots.get(binary.serverId)
+        const claimed = table.claim(binary)
         const fields = { server_id: binary.serverId, binary_conn_id: binary.connId, binary_version: binary.version }
-        if (slot === undefined) {
-          install(binary)
-          return Effect.as(
-            Effect.andThen(publishCounts, Log.info("server claimed", fields)),
-            { _tag: "Claimed" } as const
-          )
+        switch (claimed._tag) {
+          case "Claimed":
+            return Effect.as(Effect.andThen(publishCounts, Log.info("server claimed", fields)), claimed)
+          case "Reclaimed":
+            return Effect.gen(function*() {
+              yield* publishCounts
+              yield* evict(claimed.phones, CloseCodes.Reclaimed, "evicted")
+              yield* Metric.update(Metrics.graceReclaims, 1)
+              yield* Log.info("grace reclaimed", fields)
+              return RECLAIMED
+            })
+          case "Conflict":
+          case "Gone":
+            return Effect.succeed(claimed)
         }
-        if (slot.grace !== undefined) {
-          cancelGrace(slot)
-          slot.binary = binary
-          const phones = takePhones(slot)
-          return Effect.gen(function*() {
-            yield* publishCounts
-            yield* evict(phones, CloseCodes.Reclaimed, "evicted")
-            yield* Metric.update(Metrics.graceReclaims, 1)
-            yield* Log.info("grace reclaimed", fields)
-            return { _tag: "Reclaimed" } as const
-          })
-        }
-        return Effect.succeed({ _tag: "Conflict", incumbent: slot.binary } as const)
       })
 
     const takeover = (binary: BinaryHandle, incumbent: BinaryHandle): Effect.Effect<TakeoverResult> =>
       Effect.suspend((): Effect.Effect<TakeoverResult> => {
-        // Checked in the same synchronous step as the install: a newcomer that left during the
-        // probe never takes the slot, never evicts the incumbent's phones.
-        if (!binary.conn.isOpen()) return Effect.succeed("Gone")
-        const slot = slots.get(binary.serverId)
-        if (slot === undefined || slot.binary !== incumbent) return Effect.succeed("Superseded")
-        cancelGrace(slot)
-        slot.binary = binary
-        const phones = takePhones(slot)
+        const took = table.takeover(binary, incumbent)
+        if (typeof took === "string") return Effect.succeed(took)
         return Effect.gen(function*() {
           yield* publishCounts
-          yield* Effect.all([evict(phones, CloseCodes.Reclaimed, "evicted"), incumbent.conn.close(CloseCodes.HeartbeatTimeout)], {
-            concurrency: "unbounded",
-            discard: true
-          })
+          yield* Effect.all([
+            evict(took.phones, CloseCodes.Reclaimed, "evicted"),
+            incumbent.conn.close(CloseCodes.HeartbeatTimeout)
+          ], { concurrency: "unbounded", discard: true })
           yield* Metric.update(Metrics.takeovers, 1)
           yield* Log.info("server takeover", {
             server_id: binary.serverId,
@@ -235,13 +181,8 @@ export const makeRegistry = (options: {
 
     const release = (binary: BinaryHandle): Effect.Effect<void> =>
       Effect.suspend(() => {
-        const slot = slots.get(binary.serverId)
-        // A displaced connection (reclaimed, taken over) must not arm anything.
-        if (slot === undefined || slot.binary !== binary) return Effect.void
-        if (slot.grace === undefined) graced++
-        else slot.grace.cancel?.() // the newest grace wins
-        const token: GraceToken = { cancel: undefined }
-        slot.grace = token
+        const token = table.release(binary)
+        if (token === undefined) return Effect.void
         return Effect.gen(function*() {
           token.cancel = yield* timer.start(options.gracePeriod, expire(binary.serverId, token))
           yield* publishCounts
@@ -258,12 +199,9 @@ export const makeRegistry = (options: {
       make: (connId: string, servedBy: BinaryHandle) => PhoneHandle
     ): Effect.Effect<PhoneHandle, NoServer | PhonesAtCap> =>
       Effect.suspend((): Effect.Effect<PhoneHandle, NoServer | PhonesAtCap> => {
-        const slot = slots.get(serverId)
-        if (slot === undefined) return Effect.fail(new NoServer())
-        if (slot.phones.size >= options.maxPhonesPerServer) return Effect.fail(new PhonesAtCap())
-        const phone = make(connIds.next(serverId, (connId) => slot.phones.has(connId)), slot.binary)
-        slot.phones.set(phone.connId, phone)
-        phoneCount++
+        const phone = table.register(serverId, make)
+        if (phone === "NoServer") return Effect.fail(new NoServer())
+        if (phone === "PhonesAtCap") return Effect.fail(new PhonesAtCap())
         return Effect.as(
           Effect.andThen(
             publishCounts,
@@ -278,47 +216,15 @@ export const makeRegistry = (options: {
       })
 
     const unregisterPhone = (phone: PhoneHandle): Effect.Effect<void> =>
-      Effect.suspend(() => {
-        const slot = slots.get(phone.serverId)
-        if (slot === undefined || slot.phones.get(phone.connId) !== phone) return Effect.void
-        slot.phones.delete(phone.connId)
-        phoneCount--
-        return Effect.andThen(
-          publishCounts,
-          Log.info("phone unregistered", { server_id: phone.serverId, conn_id: phone.connId })
-        )
-      })
-
-    const binaryFor = (serverId: string): BinaryHandle | undefined => {
-      const slot = slots.get(serverId)
-      return slot === undefined || slot.grace !== undefined ? undefined : slot.binary
-    }
-
-    const phoneFor = (serverId: string, connId: string): PhoneHandle | undefined =>
-      slots.get(serverId)?.phones.get(connId)
-
-    const isLiveHolder = (binary: BinaryHandle): boolean => {
-      const slot = slots.get(binary.serverId)
-      return slot !== undefined && slot.binary === binary && slot.grace === undefined
-    }
-
-    const counts = Effect.sync((): Counts => ({ binaries: slots.size - graced, phones: phoneCount }))
+      Effect.suspend(() =>
+        table.unregister(phone)
+          ? Effect.andThen(publishCounts, Log.info("phone unregistered", { server_id: phone.serverId, conn_id: phone.connId }))
+          : Effect.void
+      )
 
     const closeAll = (close: CloseCodes.CloseCode): Effect.Effect<void> =>
       Effect.suspend(() => {
-        const binaries: Array<BinaryHandle> = []
-        const phones: Array<PhoneHandle> = []
-        for (const slot of slots.values()) {
-          // Stop the grace timer, but the slot stays in grace (its binary is gone, so it must not
-          // count as connected while the drain runs). A fresh token no timer holds makes a racing
-          // fire stale.
-          if (slot.grace !== undefined) {
-            slot.grace.cancel?.()
-            slot.grace = { cancel: undefined }
-          }
-          binaries.push(slot.binary)
-          for (const phone of slot.phones.values()) phones.push(phone)
-        }
+        const { binaries, phones } = table.stopGraces()
         return Effect.all([
           evict(phones, close, "shutdown"),
           Effect.forEach(binaries, (binary) => binary.conn.close(close), { concurrency: "unbounded", discard: true })
@@ -331,10 +237,10 @@ export const makeRegistry = (options: {
       release,
       registerPhone,
       unregisterPhone,
-      binaryFor,
-      phoneFor,
-      isLiveHolder,
-      counts,
+      binaryFor: (serverId) => table.binaryFor(serverId),
+      phoneFor: (serverId, connId) => table.phoneFor(serverId, connId),
+      isLiveHolder: (binary) => table.isLiveHolder(binary),
+      counts: Effect.sync((): Counts => ({ binaries: table.liveBinaries(), phones: table.phones() })),
       closeAll
     } satisfies RegistryShape
   })

@@ -22,7 +22,7 @@ import * as Log from "../observability/Log.ts"
 import * as Metrics from "../observability/Metrics.ts"
 import type { BinaryHandle } from "../registry/Handles.ts"
 import { Registry, type RegistryShape } from "../registry/Registry.ts"
-import { Lifecycle } from "./Lifecycle.ts"
+import { Lifecycle } from "../lifecycle/Lifecycle.ts"
 import { endConnection, guardTeardown, type SessionLabel } from "./SessionEnd.ts"
 
 export interface BinaryInfo {

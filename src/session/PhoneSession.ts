@@ -15,7 +15,7 @@ import type { PeerConnection } from "../connection/PeerConnection.ts"
 import { RelayConfig } from "../config/RelayConfig.ts"
 import * as CloseCodes from "../domain/CloseCodes.ts"
 import { closeNotice, envelopePrefix } from "../domain/Envelope.ts"
-import * as Outbox from "../forwarding/Outbox.ts"
+import * as Outbox from "../outbox/Outbox.ts"
 import { forwardPhone, type PhoneForwardError } from "../forwarding/PhoneForwarder.ts"
 import { ConnectionWatcher, watchOptions } from "../liveness/ConnectionWatcher.ts"
 import * as Log from "../observability/Log.ts"
@@ -29,16 +29,15 @@ export interface PhoneInfo {
   readonly deviceName: string | undefined
 }
 
-/** The one place a phone-forwarder failure becomes a close code and a drop reason. */
-const failureOutcome = (error: PhoneForwardError): readonly [CloseCodes.CloseCode, Metrics.DropReason] => {
-  switch (error._tag) {
-    case "InvalidJson":
-      return [CloseCodes.Normal, "invalid_json"]
-    case "NoBinary":
-      return [CloseCodes.Normal, "no_binary"]
-    case "BinaryWriteFailed":
-      return [CloseCodes.BinaryBacklogFull, "binary_write_failed"]
-  }
+/**
+ * The close code each phone-forwarder failure ends the phone with (SPEC §2.1, §3.4, §4.4); the
+ * forwarder counted the failure's frames already (`countBatch`). A new error without a code does
+ * not compile.
+ */
+const CLOSE_FOR: { readonly [Tag in PhoneForwardError["_tag"]]: CloseCodes.CloseCode } = {
+  InvalidJson: CloseCodes.Normal,
+  NoBinary: CloseCodes.Normal,
+  BinaryWriteFailed: CloseCodes.BinaryBacklogFull
 }
 
 /**
@@ -91,8 +90,8 @@ const discardOutbox = (phone: PhoneHandle) =>
   Effect.suspend(() => Metric.update(Metrics.framesDropped.session_ended, phone.outbox.stop("closing")))
 
 /**
- * After the forwarder ended: a typed failure closes the phone with its code, counts its drops and
- * waits for the socket to be gone. A forwarder that ended normally saw its socket close already.
+ * After the forwarder ended: a typed failure closes the phone with its code, counts what its
+ * outbox discards and waits for the socket to be gone. A forwarder that ended normally saw its socket close already.
  * A defect ends the session with it (its release closes the phone 1011 and reports it).
  */
 const forwardingEnded = (
@@ -105,15 +104,10 @@ const forwardingEnded = (
     if (Cause.hasDies(forwarded.cause)) return Effect.die(Cause.squash(forwarded.cause))
     const error = forwarded.cause.reasons.find((r) => r._tag === "Fail")?.error
     if (error === undefined) return Effect.asVoid(conn.closed)
-    const [close, reason] = failureOutcome(error)
     // What the phone's outbox still holds is discarded with the session.
     const discarded = outbox.stop("closing")
     return Effect.andThen(
-      Effect.all([
-        Metric.update(Metrics.framesDropped[reason], error.frames),
-        Metric.update(Metrics.framesDropped.session_ended, discarded),
-        conn.close(close)
-      ], { discard: true }),
+      Effect.andThen(Metric.update(Metrics.framesDropped.session_ended, discarded), conn.close(CLOSE_FOR[error._tag])),
       conn.closed
     )
   })

@@ -17,7 +17,7 @@ import { RelayConfig } from "../config/RelayConfig.ts"
 import type { ConnectionWatcher } from "../liveness/ConnectionWatcher.ts"
 import type { Registry } from "../registry/Registry.ts"
 import { type BinaryInfo, setUpBinary } from "./BinarySession.ts"
-import type { Lifecycle } from "./Lifecycle.ts"
+import type { Lifecycle } from "../lifecycle/Lifecycle.ts"
 import { type PhoneInfo, setUpPhone } from "./PhoneSession.ts"
 import { endConnection, makeLabel, reportFailure } from "./SessionEnd.ts"
 

@@ -9,7 +9,7 @@ import * as Scope from "effect/Scope"
 import { type BufferLedger, makeBufferLedger } from "../../src/connection/BufferLedger.ts"
 import type { PeerConnection } from "../../src/connection/PeerConnection.ts"
 import { envelopePrefix } from "../../src/domain/Envelope.ts"
-import * as Outbox from "../../src/forwarding/Outbox.ts"
+import * as Outbox from "../../src/outbox/Outbox.ts"
 import type { BinaryHandle, PhoneHandle } from "../../src/registry/Handles.ts"
 
 /** Runs `effect` with its own metric registry (counters start at 0) and no log output. */

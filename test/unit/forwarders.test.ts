@@ -161,6 +161,49 @@ describe("phone forwarder", () => {
     })))
 })
 
+describe("phone forwarder: the batch's typed outcome decides the counter", () => {
+  const cases = [
+    { tag: "InvalidJson", reason: "invalid_json", arrange: (_binaryConn: FakeConnection) => Effect.void },
+    { tag: "BinaryWriteFailed", reason: "binary_write_failed", arrange: (binaryConn: FakeConnection) => Effect.sync(() => void (binaryConn.writes = "fail")) },
+    { tag: "NoBinary", reason: "no_binary", arrange: (binaryConn: FakeConnection) => Effect.sync(() => binaryConn.peerClose(1006)) }
+  ] as const
+  const reasons = cases.map((c) => c.reason)
+
+  for (const { arrange, reason, tag } of cases) {
+    it.effect(`${tag}: the forwarder counts the batch's frames under ${reason} itself, and nothing as forwarded`, () =>
+      isolated(Effect.gen(function*() {
+        const { binaryConn, registry } = yield* setup
+        const { conn, phone } = yield* addPhone(registry, "s")
+        yield* arrange(binaryConn)
+        conn.push(...(tag === "InvalidJson" ? ["not json", "2"] : ["1", "2"]))
+
+        const error = yield* Effect.flip(forwardPhone(phone, deps(registry)))
+        assert.strictEqual(error._tag, tag)
+        assert.strictEqual(error.frames, 2)
+        for (const other of reasons) {
+          assert.strictEqual(yield* count(Metrics.framesDropped[other]), other === reason ? 2 : 0, other)
+        }
+        assert.strictEqual(yield* count(Metrics.framesForwardedPhoneToBinary), 0)
+        assert.strictEqual(yield* count(Metrics.bytesForwardedPhoneToBinary), 0)
+      })))
+  }
+
+  it.effect("a valid prefix is counted forwarded and the invalid rest invalid_json, each once", () =>
+    isolated(Effect.gen(function*() {
+      const { binaryConn, registry } = yield* setup
+      const { conn, phone } = yield* addPhone(registry, "s")
+      conn.push("1", "2", "{", "4", "5")
+      const error = yield* Effect.flip(forwardPhone(phone, deps(registry)))
+      assert.strictEqual(error._tag, "InvalidJson")
+      assert.strictEqual(yield* count(Metrics.framesForwardedPhoneToBinary), 2)
+      assert.strictEqual(
+        yield* count(Metrics.bytesForwardedPhoneToBinary),
+        binaryConn.sent.reduce((n, s) => n + Buffer.byteLength(s), 0)
+      )
+      assert.strictEqual(yield* count(Metrics.framesDropped.invalid_json), 3)
+    })))
+})
+
 describe("binary forwarder", () => {
   const envelope = (connId: string, frame: string) => `{"conn_id":${JSON.stringify(connId)},"frame":${frame}}`
 
@@ -316,6 +359,26 @@ describe("binary forwarder", () => {
       assert.deepStrictEqual(p.conn.closeCalls, [{ code: 1011, reason: "" }])
       assert.isTrue(p.phone.closedByBinary)
       assert.strictEqual(binaryConn.closeCalls.length, 0)
+    })))
+
+  it.effect("a bare directive refused by a closing outbox drops no frame", () =>
+    isolated(Effect.gen(function*() {
+      const { binary, binaryConn, registry } = yield* setup
+      const p = yield* addPhone(registry, "s", { conn: yield* makeFakeConnection({ writes: "stall" }) })
+      yield* forward(binary, registry)
+
+      binaryConn.push(
+        `{"conn_id":${JSON.stringify(p.phone.connId)},"frame":1,"close_code":4000}`,
+        `{"conn_id":${JSON.stringify(p.phone.connId)},"close_code":4001}`,
+        envelope(p.phone.connId, "2")
+      )
+      yield* settle
+      // The second directive carries no frame: refused, but nothing dropped; the frame after it is.
+      assert.strictEqual(yield* count(Metrics.framesDropped.unknown_conn_id), 1)
+      p.conn.flush()
+      yield* settle
+      assert.deepStrictEqual(p.conn.closeCalls, [{ code: 4000, reason: "" }])
+      assert.strictEqual(yield* count(Metrics.framesForwardedBinaryToPhone), 1)
     })))
 
   it.effect("frames after a directive are refused and counted as dropped", () =>

@@ -8,7 +8,7 @@ import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import { type BufferLedger, makeBufferLedger } from "../../src/connection/BufferLedger.ts"
 import * as CloseCodes from "../../src/domain/CloseCodes.ts"
-import * as Outbox from "../../src/forwarding/Outbox.ts"
+import * as Outbox from "../../src/outbox/Outbox.ts"
 import * as Metrics from "../../src/observability/Metrics.ts"
 import { bigLedger, count, isolated, settle } from "../support/Core.ts"
 import { makeFakeConnection, type WriteMode } from "../support/FakeConnection.ts"
@@ -152,8 +152,8 @@ describe("outbox", () => {
     isolated(Effect.gen(function*() {
       const { conn, outbox } = yield* setup()
       assert.deepStrictEqual(offer(outbox, undefined, 4000), { _tag: "Accepted", shed: [] })
-      assert.deepStrictEqual(offer(outbox, "1", 0), { _tag: "Refused", reason: "closing" })
-      assert.deepStrictEqual(offer(outbox, "2", 4001), { _tag: "Refused", reason: "closing" })
+      assert.deepStrictEqual(offer(outbox, "1", 0), { _tag: "Refused", reason: "closing", frames: 1 })
+      assert.deepStrictEqual(offer(outbox, "2", 4001), { _tag: "Refused", reason: "closing", frames: 1 })
       yield* Fiber.join(yield* runWriter(outbox))
       assert.deepStrictEqual(conn.sent, [])
       assert.deepStrictEqual(conn.closeCalls, [{ code: 4000, reason: "" }])
@@ -167,9 +167,9 @@ describe("outbox", () => {
       assert.deepStrictEqual(offer(outbox, big, 0), { _tag: "Accepted", shed: [] })
       assert.strictEqual(outbox.usedBytes(), 2 * cost(big))
       assert.deepStrictEqual(offer(outbox, big, 0), { _tag: "Overflow", dropped: 3, close: CloseCodes.PhoneBacklogFull, shed: [] })
-      assert.deepStrictEqual(offer(outbox, big, 0), { _tag: "Refused", reason: "backlog_full" })
-      assert.deepStrictEqual(offer(outbox, "1", 0), { _tag: "Refused", reason: "backlog_full" })
-      assert.deepStrictEqual(offer(outbox, "1", 4000), { _tag: "Refused", reason: "backlog_full" })
+      assert.deepStrictEqual(offer(outbox, big, 0), { _tag: "Refused", reason: "backlog_full", frames: 1 })
+      assert.deepStrictEqual(offer(outbox, "1", 0), { _tag: "Refused", reason: "backlog_full", frames: 1 })
+      assert.deepStrictEqual(offer(outbox, "1", 4000), { _tag: "Refused", reason: "backlog_full", frames: 1 })
       assert.strictEqual(outbox.usedBytes(), 0)
       assert.strictEqual(ledger.bytes, 0)
     })))
@@ -284,7 +284,7 @@ describe("outbox", () => {
       assert.strictEqual(conn.closedWith()?.reason, "phone write failed")
       assert.strictEqual(yield* count(Metrics.framesDropped.phone_write_failed), 1)
       assert.strictEqual(yield* count(Metrics.framesForwardedBinaryToPhone), 0)
-      assert.deepStrictEqual(offer(outbox, "2", 0), { _tag: "Refused", reason: "phone_write_failed" })
+      assert.deepStrictEqual(offer(outbox, "2", 0), { _tag: "Refused", reason: "phone_write_failed", frames: 1 })
       assert.strictEqual(outbox.usedBytes(), 0)
       assert.strictEqual(ledger.bytes, 0)
     })))
@@ -300,7 +300,7 @@ describe("outbox", () => {
       conn.peerClose(1006)
       assert.strictEqual(yield* count(Metrics.framesDropped.phone_write_failed), 4)
       assert.strictEqual(yield* count(Metrics.framesForwardedBinaryToPhone), 0)
-      assert.deepStrictEqual(offer(outbox, "5", 0), { _tag: "Refused", reason: "phone_write_failed" })
+      assert.deepStrictEqual(offer(outbox, "5", 0), { _tag: "Refused", reason: "phone_write_failed", frames: 1 })
       assert.strictEqual(outbox.usedBytes(), 0)
       assert.strictEqual(ledger.bytes, 0)
     })))
@@ -321,7 +321,7 @@ describe("outbox", () => {
       assert.strictEqual(outbox.stop("closing"), 2)
       assert.strictEqual(outbox.stop("closing"), 0)
       assert.strictEqual(ledger.bytes, inFlight.length) // still unflushed in the socket
-      assert.deepStrictEqual(offer(outbox, "x", 0), { _tag: "Refused", reason: "closing" })
+      assert.deepStrictEqual(offer(outbox, "x", 0), { _tag: "Refused", reason: "closing", frames: 1 })
 
       yield* conn.close(CloseCodes.Reclaimed) // an eviction closes the socket at once
       yield* Fiber.join(writer)

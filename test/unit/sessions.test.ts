@@ -7,69 +7,16 @@
 import { assert, describe, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
-import * as Layer from "effect/Layer"
-import * as Logger from "effect/Logger"
-import * as Metric from "effect/Metric"
-import * as References from "effect/References"
-import type * as Scope from "effect/Scope"
 import { TestClock } from "effect/testing"
-import { Ledger } from "../../src/connection/BufferLedger.ts"
-import type { PeerConnection } from "../../src/connection/PeerConnection.ts"
-import { RelayConfig } from "../../src/config/RelayConfig.ts"
-import { ConnectionWatcher } from "../../src/liveness/ConnectionWatcher.ts"
 import * as Metrics from "../../src/observability/Metrics.ts"
 import { Registry } from "../../src/registry/Registry.ts"
-import { Lifecycle } from "../../src/session/Lifecycle.ts"
-import * as Session from "../../src/session/Session.ts"
 import { count, settle } from "../support/Core.ts"
 import { type FakeConnection, makeFakeConnection } from "../support/FakeConnection.ts"
+import { binarySession, envelope, lastConnId, type Line, phoneSession, withCore } from "../support/Sessions.ts"
 
 const INTERNAL_ERROR = { code: 1011, reason: "internal error" }
 /** A frame whose bytes must never reach a log line. */
 const SECRET = "\"secret-frame-7f3a\""
-
-const Core = Layer.mergeAll(Registry.layer, Ledger.layer, Lifecycle.layer, ConnectionWatcher.layer).pipe(
-  Layer.provideMerge(RelayConfig.layerFromValues())
-)
-type CoreServices = Layer.Success<typeof Core>
-
-interface Line {
-  readonly message: unknown
-  readonly level: string
-  readonly fields: Record<string, unknown>
-}
-
-/** Runs `body` with the relay's core services, a metric registry of its own and every log line captured. */
-const withCore = <A, E>(body: (lines: Array<Line>) => Effect.Effect<A, E, CoreServices | Scope.Scope>) => {
-  const lines: Array<Line> = []
-  const capture = Logger.make(({ fiber, logLevel, message }) => {
-    lines.push({
-      message: Array.isArray(message) ? message[0] : message,
-      level: logLevel,
-      fields: { ...fiber.getRef(References.CurrentLogAnnotations) }
-    })
-  })
-  return body(lines).pipe(
-    Effect.provide(Core),
-    Effect.provideService(Metric.MetricRegistry, new Map()),
-    Effect.provideService(Logger.CurrentLoggers, new Set([capture]))
-  )
-}
-
-/** One connection's session, as the public server runs it, in a fiber of its own. */
-const session = (conn: PeerConnection, start: Session.SessionStart) => Effect.forkChild(Session.run(start, Effect.succeed(conn)))
-const binarySession = (conn: PeerConnection, serverId = "s") =>
-  session(conn, { endpoint: "server", info: { serverId, version: "test" } })
-const phoneSession = (conn: PeerConnection, serverId = "s") =>
-  session(conn, { endpoint: "client", info: { serverId, deviceName: undefined } })
-
-/** The conn_id the registry issued to the phone registered last. */
-const lastConnId = (lines: ReadonlyArray<Line>): string => {
-  const registered = lines.filter((l) => l.message === "phone registered")
-  return registered[registered.length - 1]!.fields.conn_id as string
-}
-
-const envelope = (connId: string, frame: string) => `{"conn_id":${JSON.stringify(connId)},"frame":${frame}}`
 
 const failures = (lines: ReadonlyArray<Line>) => lines.filter((l) => l.message === "session failed")
 

@@ -12,7 +12,7 @@ import { type BufferLedger, type Holder, makeBufferLedger, makeRoom } from "../.
 import type { PeerConnection } from "../../src/connection/PeerConnection.ts"
 import * as CloseCodes from "../../src/domain/CloseCodes.ts"
 import { forwardPhone } from "../../src/forwarding/PhoneForwarder.ts"
-import * as Outbox from "../../src/forwarding/Outbox.ts"
+import * as Outbox from "../../src/outbox/Outbox.ts"
 import { trackBinary } from "../../src/forwarding/Shedding.ts"
 import * as Metrics from "../../src/observability/Metrics.ts"
 import { makeRegistry } from "../../src/registry/Registry.ts"
@@ -164,7 +164,7 @@ describe("a phone's outbox under the relay-wide budget", () => {
       assert.strictEqual(reader.conn.sent.length, 1)
       assert.deepStrictEqual(reader.conn.closeCalls, [])
       // The shed phone refuses what comes next, as an overflowed one does.
-      assert.deepStrictEqual(stalled[1]!.outbox.offer(Buffer.from("1"), 0), { _tag: "Refused", reason: "backlog_full" })
+      assert.deepStrictEqual(stalled[1]!.outbox.offer(Buffer.from("1"), 0), { _tag: "Refused", reason: "backlog_full", frames: 1 })
     })))
 
   it.effect("queued frames of a shed phone are reported; a queued directive's code closes it", () =>

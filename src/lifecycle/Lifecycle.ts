@@ -1,6 +1,7 @@
 /**
- * Whether the relay is draining (SPEC §10). Shutdown flips it once; `/readyz`, the upgrade gate
- * and the conflict probe read it.
+ * The relay's own life: accepting, then draining (SPEC §10). Relay-wide, one per relay, not per
+ * session: shutdown (the public listener's finalizer) flips it once; `/readyz`, the upgrade gate
+ * and the conflict probe of every session read it.
  */
 import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
