@@ -34,7 +34,7 @@ const DURATION_HINT = "(use 500ms, 30s, 2m)"
  *
  * A bare `0` is accepted and means zero (the unit of nothing does not matter); any other bare
  * number is refused as a missing unit, because `30` could mean seconds or milliseconds. Whether
- * zero makes sense for a given knob is the caller's decision (`positive` / `nonNegative` below).
+ * zero makes sense for a given knob is decided by that setting's rule in `RelayConfigSchema`.
  */
 export const parseDuration = (raw: string): Parsed<Duration.Duration> => {
   if (raw === "0") return Result.succeed(Duration.zero)
