@@ -1,0 +1,256 @@
+/**
+ * This node's connection to the cluster's Redis (CLUSTER.md §1, §8), through `@effect/platform-node`
+ * `NodeRedis` (node-redis) and `effect/persistence/Redis`.
+ *
+ * * Boot never fails for Redis: the connection is built by a supervisor fiber that retries every
+ *   second, forever; the layer waits at most 5 s for the first attempt, then the relay starts
+ *   anyway (answering `/readyz` 503 until Redis answers).
+ * * Every call has a deadline (2 s) and fails fast while there is no connection (node-redis's
+ *   offline queue is off, so nothing waits behind a reconnect); each call that gets no answer is
+ *   counted under `cluster_redis_errors_total{op}`.
+ * * Health: a `TIME` every second with a 1 s deadline. Two misses in a row mark Redis down
+ *   (`cluster_redis_up` 0, `/readyz` 503, upgrades 503); the next answer marks it up again. The
+ *   same answer keeps an estimate of Redis's clock against this node's `Clock`.
+ * * node-redis's own error lines are not logged (one per reconnect attempt, and their text is not
+ *   ours to vet); this module logs the transitions, with an error code at most. The URL's
+ *   password is never logged: only `describeRedisUrl` text leaves this module.
+ */
+import * as NodeRedis from "@effect/platform-node/NodeRedis"
+import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Layer from "effect/Layer"
+import * as Logger from "effect/Logger"
+import * as Metric from "effect/Metric"
+import * as Redis from "effect/persistence/Redis"
+import * as Redacted from "effect/Redacted"
+import * as Schema from "effect/Schema"
+import * as Scope from "effect/Scope"
+import type { RedisUrl } from "../config/RedisUrl.ts"
+import * as Log from "../observability/Log.ts"
+import * as Metrics from "../observability/Metrics.ts"
+import type { RedisOp } from "../observability/Metrics.ts"
+
+/** A Redis call got no answer: not connected, an error reply or a broken connection, or its deadline passed. */
+export class RegistryUnavailable extends Schema.TaggedError<RegistryUnavailable>()("RegistryUnavailable", {
+  /** A short code (`ECONNREFUSED`, `deadline`, `not connected`, …), never a message text. */
+  reason: Schema.String
+}) {}
+
+/** CLUSTER.md §8: every Redis call has a deadline, at most 2 s on the upgrade path. */
+export const CALL_DEADLINE = Duration.seconds(2)
+/** CLUSTER.md §1: how long boot waits for Redis before starting without it. */
+export const BOOT_WAIT = Duration.seconds(5)
+const HEALTH_INTERVAL = Duration.seconds(1)
+const HEALTH_DEADLINE = Duration.seconds(1)
+const RECONNECT_DELAY = Duration.seconds(1)
+/** Consecutive health misses that mark Redis down (one slow answer is not an outage). */
+const MISSES_FOR_DOWN = 2
+
+export interface ClusterRedisShape {
+  /** Whether Redis answered the last health check (or missed fewer than two in a row). */
+  readonly isUp: () => boolean
+  /** One command, with its deadline; a failure is counted under `op`. */
+  readonly send: <A = unknown>(op: RedisOp, command: string, ...args: ReadonlyArray<string>) => Effect.Effect<A, RegistryUnavailable>
+  /** One script (`EVALSHA`, loaded once per connection and again after `NOSCRIPT`), with its deadline. */
+  readonly eval: <C extends { readonly params: ReadonlyArray<unknown>; readonly result: unknown }>(
+    op: RedisOp,
+    script: Redis.Script<C>
+  ) => (...params: C["params"]) => Effect.Effect<C["result"], RegistryUnavailable>
+  /** Redis's clock now (ms), estimated from this node's `Clock` and the last health answer. */
+  readonly redisTimeMillis: Effect.Effect<number>
+}
+
+export class ClusterRedis extends Context.Service<ClusterRedis, ClusterRedisShape>()("pyrycode-relay/ClusterRedis") {}
+
+interface Connected {
+  readonly redis: Redis.Redis["Service"]
+  readonly node: NodeRedis.NodeRedis["Service"]
+  readonly scope: Scope.Closeable
+}
+
+/** A code for the log and the error, never the error's message text. */
+export const reasonOf = (cause: unknown): string => {
+  let inner = cause instanceof Redis.RedisError ? cause.cause : cause
+  // node-redis wraps a failed (re)connect: the socket's own error says what happened.
+  for (let depth = 0; depth < 3 && typeof inner === "object" && inner !== null; depth++) {
+    const wrapped = (inner as { socketError?: unknown; originalError?: unknown })
+    const next = wrapped.socketError ?? wrapped.originalError
+    if (next === undefined) break
+    inner = next
+  }
+  if (typeof inner === "object" && inner !== null) {
+    const code = (inner as { code?: unknown }).code
+    if (typeof code === "string" && /^[A-Z0-9_]{1,32}$/.test(code)) return code
+    const name = (inner as { name?: unknown }).name
+    if (typeof name === "string" && /^[A-Za-z]{1,40}$/.test(name)) return name
+  }
+  return "error"
+}
+
+const withDeadline = <A>(
+  call: Effect.Effect<A, Redis.RedisError>,
+  deadline: Duration.Duration
+): Effect.Effect<A, RegistryUnavailable> =>
+  call.pipe(
+    Effect.mapError((error) => new RegistryUnavailable({ reason: reasonOf(error) })),
+    Effect.timeoutOrElse({
+      duration: deadline,
+      orElse: () => Effect.fail(new RegistryUnavailable({ reason: "deadline" }))
+    })
+  )
+
+const NOT_CONNECTED = new RegistryUnavailable({ reason: "not connected" })
+
+export interface ClusterRedisOptions {
+  readonly url: RedisUrl
+  /** Builds the client; the relay's is `NodeRedis.layer`, tests may wrap it. */
+  readonly connect?: (url: RedisUrl) => Layer.Layer<Redis.Redis | NodeRedis.NodeRedis, Redis.RedisError>
+}
+
+/** node-redis over `url`: commands fail at once while it reconnects, instead of queueing behind it. */
+export const nodeRedisLayer = (url: RedisUrl) =>
+  NodeRedis.layer({ url: Redacted.value(url), disableOfflineQueue: true, socket: { connectTimeout: 5_000 } }).pipe(
+    // node-redis reports every reconnect attempt as an error event, which NodeRedis logs; the
+    // transitions this module logs say the same once.
+    Layer.provide(Logger.layer([]))
+  )
+
+export const makeClusterRedis = Effect.fnUntraced(function*(options: ClusterRedisOptions) {
+  const connect = options.connect ?? nodeRedisLayer
+  let connected: Connected | undefined
+  /** `unknown` until the first attempt; each change to `up` or `down` is logged once. */
+  let health: "unknown" | "up" | "down" = "unknown"
+  let misses = 0
+  /** Redis's clock minus ours, from the last health answer. */
+  let offsetMillis = 0
+  const firstAttempt = yield* Deferred.make<void>()
+
+  const countError = (op: RedisOp) => Metric.update(Metrics.clusterRedisErrors[op], 1)
+
+  const counted = <A>(op: RedisOp, call: Effect.Effect<A, RegistryUnavailable>) =>
+    Effect.tapError(call, () => countError(op))
+
+  const send = <A = unknown>(op: RedisOp, command: string, ...args: ReadonlyArray<string>) =>
+    counted(
+      op,
+      Effect.suspend(() =>
+        connected === undefined
+          ? Effect.fail(NOT_CONNECTED)
+          : withDeadline(connected.redis.send<A>(command, ...args), CALL_DEADLINE)
+      )
+    )
+
+  const evalScript = <C extends { readonly params: ReadonlyArray<unknown>; readonly result: unknown }>(
+    op: RedisOp,
+    script: Redis.Script<C>
+  ) =>
+  (...params: C["params"]): Effect.Effect<C["result"], RegistryUnavailable> =>
+    counted(
+      op,
+      Effect.suspend(() =>
+        connected === undefined
+          ? Effect.fail(NOT_CONNECTED)
+          : withDeadline(connected.redis.eval(script)(...params), CALL_DEADLINE)
+      )
+    )
+
+  const markUp = Effect.suspend(() => {
+    misses = 0
+    if (health === "up") return Effect.void
+    health = "up"
+    return Effect.andThen(Metric.update(Metrics.clusterRedisUp, 1), Log.info("cluster redis up"))
+  })
+
+  const markDown = (reason: string) =>
+    Effect.suspend(() => {
+      if (health === "down") return Effect.void
+      health = "down"
+      return Effect.andThen(Metric.update(Metrics.clusterRedisUp, 0), Log.warn("cluster redis down", { error: reason }))
+    })
+
+  /** A missed health check: down at the second in a row (or at once, before Redis was ever up). */
+  const markMiss = (reason: string) =>
+    Effect.suspend(() => {
+      misses++
+      return health === "up" && misses < MISSES_FOR_DOWN ? Effect.void : markDown(reason)
+    })
+
+  /** One health check: `TIME`, which also refreshes the clock offset. */
+  const check = (c: Connected) =>
+    Effect.gen(function*() {
+      const sent = yield* Clock.currentTimeMillis
+      const answer = yield* Effect.exit(withDeadline(c.redis.send<[string, string]>("TIME"), HEALTH_DEADLINE))
+      if (Exit.isSuccess(answer)) {
+        const received = yield* Clock.currentTimeMillis
+        const [seconds, micros] = answer.value
+        offsetMillis = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000) - Math.round((sent + received) / 2)
+        return yield* markUp
+      }
+      yield* countError("health")
+      const error = answer.cause.reasons.find((r) => r._tag === "Fail")?.error
+      yield* markMiss(error?.reason ?? "error")
+    })
+
+  /** Builds a client; `undefined` when Redis cannot be reached (counted, logged once per outage). */
+  const open = Effect.gen(function*() {
+    const scope = yield* Scope.make()
+    const built = yield* Effect.exit(
+      Layer.buildWithScope(connect(options.url), scope).pipe(
+        Effect.timeoutOrElse({
+          duration: BOOT_WAIT,
+          orElse: () => Effect.fail(new Redis.RedisError({ cause: { code: "ETIMEDOUT" } }))
+        })
+      )
+    )
+    if (Exit.isSuccess(built)) {
+      return { redis: Context.get(built.value, Redis.Redis), node: Context.get(built.value, NodeRedis.NodeRedis), scope }
+    }
+    yield* Scope.close(scope, Exit.void)
+    yield* countError("connect")
+    const error = built.cause.reasons.find((r) => r._tag === "Fail")?.error
+    yield* markDown(reasonOf(error))
+    return undefined
+  })
+
+  const supervise = Effect.gen(function*() {
+    while (true) {
+      const opened = yield* open
+      if (opened === undefined) {
+        yield* Deferred.succeed(firstAttempt, undefined)
+        yield* Effect.sleep(RECONNECT_DELAY)
+        continue
+      }
+      connected = opened
+      yield* check(opened)
+      yield* Deferred.succeed(firstAttempt, undefined)
+      // node-redis reconnects a broken socket by itself; a client that gave up is rebuilt.
+      while (opened.node.client.isOpen) {
+        yield* Effect.sleep(HEALTH_INTERVAL)
+        yield* check(opened)
+      }
+      connected = undefined
+      yield* Scope.close(opened.scope, Exit.void)
+    }
+  })
+
+  yield* Effect.forkScoped(supervise)
+  yield* Effect.addFinalizer(() =>
+    Effect.suspend(() => connected === undefined ? Effect.void : Scope.close(connected.scope, Exit.void))
+  )
+  // Boot waits for the first attempt (at most the connect timeout), never longer.
+  yield* Effect.timeoutOption(Deferred.await(firstAttempt), Duration.sum(BOOT_WAIT, Duration.seconds(1)))
+
+  return ClusterRedis.of({
+    isUp: () => health === "up",
+    send,
+    eval: evalScript,
+    redisTimeMillis: Effect.map(Clock.currentTimeMillis, (now) => now + offsetMillis)
+  })
+})
+
+export const layer = (options: ClusterRedisOptions): Layer.Layer<ClusterRedis> =>
+  Layer.effect(ClusterRedis, makeClusterRedis(options))
