@@ -1,28 +1,61 @@
 /**
  * Cluster mode as one layer (CLUSTER.md): what `--cluster-redis` puts in place of the in-memory
- * registry. Loaded on demand (`Relay.ts` imports this module only in cluster mode), so a single
- * process neither loads node-redis nor pays for it at startup.
+ * registry — the Redis connection, this node's lease, the cluster registry over Redis, and the
+ * `Availability` that `/readyz` and the upgrade gate read. Loaded on demand (`Relay.ts` imports
+ * this module only in cluster mode), so a single process neither loads node-redis nor pays for it.
  */
+import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
+import { randomBytes } from "node:crypto"
+import { RelayConfig } from "../config/RelayConfig.ts"
 import type { ClusterSettings } from "../config/RelayConfigShape.ts"
 import { Availability } from "../lifecycle/Availability.ts"
 import * as Metrics from "../observability/Metrics.ts"
 import { Registry } from "../registry/Registry.ts"
 import * as ClusterRedis from "./ClusterRedis.ts"
+import { makeClusterRegistry } from "./ClusterRegistry.ts"
+import { clusterKeys } from "./Keys.ts"
+import { keepLease } from "./NodeLease.ts"
+import { redisOwnership } from "./Ownership.ts"
 
-/** `/readyz` and the upgrade gate follow Redis's health; `/healthz` names the node. */
-const availability = (settings: ClusterSettings) =>
-  Layer.effect(
-    Availability,
+/**
+ * The registry and its availability. The registry's drain (`closeAll`) hands live claims to
+ * grace in Redis before anything is closed (§2.9); this layer's scope, which closes after the
+ * listener drained, then gives the lease up.
+ */
+const clusterRegistry = (settings: ClusterSettings) =>
+  Layer.effectContext(
     Effect.gen(function*() {
+      const config = yield* RelayConfig
       const redis = yield* ClusterRedis.ClusterRedis
-      return {
-        registryReachable: redis.isUp,
-        nodeId: settings.nodeId,
-        countUnreachable: Metric.update(Metrics.registryUnreachable, 1)
-      }
+      const scope = yield* Effect.scope
+      // One token per process: a second process started with the same node id is told apart.
+      const token = randomBytes(8).toString("hex")
+      const store = redisOwnership(redis, clusterKeys(settings.prefix), settings.nodeId, token)
+      const registry = yield* makeClusterRegistry({
+        gracePeriod: config.gracePeriod,
+        maxPhonesPerServer: config.maxPhonesPerServer,
+        scope,
+        store
+      })
+      const lease = yield* keepLease({
+        ttl: settings.leaseTtl,
+        generation: redis.generation,
+        nextGeneration: redis.nextGeneration,
+        lease: store.lease,
+        resign: store.resign,
+        onLapsed: registry.checkClaims
+      })
+      yield* Effect.addFinalizer(() => lease.resign)
+      return Context.make(Registry, registry).pipe(
+        Context.add(Availability, {
+          registryReachable: () => redis.isUp() && lease.held(),
+          nodeId: settings.nodeId,
+          countUnreachable: Metric.update(Metrics.registryUnreachable, 1)
+        })
+      )
     })
   )
 
@@ -30,7 +63,7 @@ const availability = (settings: ClusterSettings) =>
 const touchSeries = Layer.effectDiscard(Metrics.touchCluster)
 
 export const layer = (settings: ClusterSettings) =>
-  Layer.mergeAll(Registry.layer, availability(settings)).pipe(
+  clusterRegistry(settings).pipe(
     Layer.provideMerge(ClusterRedis.layer({ url: settings.redisUrl })),
     Layer.provide(touchSeries)
   )

@@ -27,18 +27,14 @@ import * as Logger from "effect/Logger"
 import * as Metric from "effect/Metric"
 import * as Redis from "effect/persistence/Redis"
 import * as Redacted from "effect/Redacted"
-import * as Schema from "effect/Schema"
 import * as Scope from "effect/Scope"
 import type { RedisUrl } from "../config/RedisUrl.ts"
+import { RegistryUnavailable } from "../domain/Errors.ts"
 import * as Log from "../observability/Log.ts"
 import * as Metrics from "../observability/Metrics.ts"
 import type { RedisOp } from "../observability/Metrics.ts"
 
-/** A Redis call got no answer: not connected, an error reply or a broken connection, or its deadline passed. */
-export class RegistryUnavailable extends Schema.TaggedError<RegistryUnavailable>()("RegistryUnavailable", {
-  /** A short code (`ECONNREFUSED`, `deadline`, `not connected`, …), never a message text. */
-  reason: Schema.String
-}) {}
+export { RegistryUnavailable }
 
 /** CLUSTER.md §8: every Redis call has a deadline, at most 2 s on the upgrade path. */
 export const CALL_DEADLINE = Duration.seconds(2)
@@ -62,6 +58,14 @@ export interface ClusterRedisShape {
   ) => (...params: C["params"]) => Effect.Effect<C["result"], RegistryUnavailable>
   /** Redis's clock now (ms), estimated from this node's `Clock` and the last health answer. */
   readonly redisTimeMillis: Effect.Effect<number>
+  /**
+   * Counts the connection's fresh starts: each (re)connect, each socket loss, and each return
+   * after Redis was marked down. Redis may have restarted (empty) or this node's lease lapsed
+   * meanwhile, so whatever was confirmed under an older generation must be confirmed again.
+   */
+  readonly generation: () => number
+  /** Completes at the next change of `generation`. */
+  readonly nextGeneration: Effect.Effect<void>
 }
 
 export class ClusterRedis extends Context.Service<ClusterRedis, ClusterRedisShape>()("pyrycode-relay/ClusterRedis") {}
@@ -85,7 +89,9 @@ export const reasonOf = (cause: unknown): string => {
   if (typeof inner === "object" && inner !== null) {
     const code = (inner as { code?: unknown }).code
     if (typeof code === "string" && /^[A-Z0-9_]{1,32}$/.test(code)) return code
-    const name = (inner as { name?: unknown }).name
+    // node-redis's own errors keep the name `Error`; their class says what happened.
+    const named = (inner as { name?: unknown }).name
+    const name = named === "Error" ? (inner as { constructor?: { name?: unknown } }).constructor?.name : named
     if (typeof name === "string" && /^[A-Za-z]{1,40}$/.test(name)) return name
   }
   return "error"
@@ -128,11 +134,20 @@ export const makeClusterRedis = Effect.fnUntraced(function*(options: ClusterRedi
   /** Redis's clock minus ours, from the last health answer. */
   let offsetMillis = 0
   const firstAttempt = yield* Deferred.make<void>()
+  let generation = 0
+  let generationChanged = Deferred.makeUnsafe<void>()
+  const newGeneration = () => {
+    generation++
+    const changed = generationChanged
+    generationChanged = Deferred.makeUnsafe<void>()
+    Deferred.doneUnsafe(changed, Effect.void)
+  }
 
   const countError = (op: RedisOp) => Metric.update(Metrics.clusterRedisErrors[op], 1)
 
   const counted = <A>(op: RedisOp, call: Effect.Effect<A, RegistryUnavailable>) =>
-    Effect.tapError(call, () => countError(op))
+    Effect.tapError(call, (error) =>
+      Effect.andThen(countError(op), Log.debug("cluster redis call failed", { endpoint: op, error: error.reason })))
 
   const send = <A = unknown>(op: RedisOp, command: string, ...args: ReadonlyArray<string>) =>
     counted(
@@ -161,6 +176,7 @@ export const makeClusterRedis = Effect.fnUntraced(function*(options: ClusterRedi
   const markUp = Effect.suspend(() => {
     misses = 0
     if (health === "up") return Effect.void
+    if (health === "down") newGeneration()
     health = "up"
     return Effect.andThen(Metric.update(Metrics.clusterRedisUp, 1), Log.info("cluster redis up"))
   })
@@ -207,7 +223,13 @@ export const makeClusterRedis = Effect.fnUntraced(function*(options: ClusterRedi
       )
     )
     if (Exit.isSuccess(built)) {
-      return { redis: Context.get(built.value, Redis.Redis), node: Context.get(built.value, NodeRedis.NodeRedis), scope }
+      const node = Context.get(built.value, NodeRedis.NodeRedis)
+      newGeneration()
+      // node-redis reconnects a broken socket by itself; the Redis it reaches may be a new one,
+      // so whatever was confirmed before the socket broke is not trusted from that moment on.
+      node.client.on("reconnecting", newGeneration)
+      node.client.on("ready", newGeneration)
+      return { redis: Context.get(built.value, Redis.Redis), node, scope }
     }
     yield* Scope.close(scope, Exit.void)
     yield* countError("connect")
@@ -248,7 +270,9 @@ export const makeClusterRedis = Effect.fnUntraced(function*(options: ClusterRedi
     isUp: () => health === "up",
     send,
     eval: evalScript,
-    redisTimeMillis: Effect.map(Clock.currentTimeMillis, (now) => now + offsetMillis)
+    redisTimeMillis: Effect.map(Clock.currentTimeMillis, (now) => now + offsetMillis),
+    generation: () => generation,
+    nextGeneration: Effect.suspend(() => Deferred.await(generationChanged))
   })
 })
 

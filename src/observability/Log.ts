@@ -46,6 +46,10 @@ export type LogEvent =
   | "certificate cache write failed"
   | "cluster redis up"
   | "cluster redis down"
+  | "node lease lapsed"
+  | "cluster redis call failed"
+  | "node id in use"
+  | "claim lost"
 
 /** The allowlisted annotation keys (SPEC §11), plus boot-time config keys. */
 export interface LogFields {

@@ -187,7 +187,19 @@ export const clusterRedisUp = gauge(
 )
 
 /** What a Redis call was for; every call that got no answer in time is counted under one of these. */
-export const REDIS_OPS = ["connect", "health"] as const
+export const REDIS_OPS = [
+  "connect",
+  "health",
+  "lease",
+  "claim",
+  "takeover",
+  "release",
+  "expire",
+  "register",
+  "unregister",
+  "lookup",
+  "sync"
+] as const
 export type RedisOp = typeof REDIS_OPS[number]
 const REDIS_ERRORS = "pyrycode_relay_cluster_redis_errors_total"
 const REDIS_ERRORS_HELP = "Redis calls that failed or missed their deadline, by what they were for (cluster mode)."
