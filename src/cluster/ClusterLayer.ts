@@ -19,6 +19,7 @@ import { makeClusterRegistry } from "./ClusterRegistry.ts"
 import { clusterKeys } from "./Keys.ts"
 import { keepLease } from "./NodeLease.ts"
 import { redisOwnership } from "./Ownership.ts"
+import { makeSweep } from "./Sweep.ts"
 
 /**
  * The registry and its availability. The registry's drain (`closeAll`) hands live claims to
@@ -49,6 +50,15 @@ const clusterRegistry = (settings: ClusterSettings) =>
         onLapsed: registry.checkClaims
       })
       yield* Effect.addFinalizer(() => lease.resign)
+      yield* Effect.forkScoped(
+        makeSweep({
+          store,
+          registry,
+          gracePeriod: config.gracePeriod,
+          leaseTtl: settings.leaseTtl,
+          redisTimeMillis: redis.redisTimeMillis
+        }).run
+      )
       return Context.make(Registry, registry).pipe(
         Context.add(Availability, {
           registryReachable: () => redis.isUp() && lease.held(),

@@ -39,6 +39,14 @@ export interface ClusterRegistryShape extends RegistryShape {
   readonly checkClaims: Effect.Effect<void>
   /** This node's live claims enter grace in Redis (the first step of `closeAll`, §2.9). */
   readonly handOver: Effect.Effect<void>
+  /**
+   * The sweep of this node's graces: one whose slot Redis no longer has was expired (and
+   * counted) elsewhere — its phones here get 1000; one another claim took (a reclaim on another
+   * node) — its phones get 4404 now rather than at this node's deadline.
+   */
+  readonly checkGraces: Effect.Effect<void>
+  /** Whether this node holds the slot (live or in grace): then its own timer ends its grace. */
+  readonly holds: (serverId: string) => boolean
 }
 
 /** A conn_id clash with another node's phone of the slot is redrawn at most this often. */
@@ -84,16 +92,20 @@ export const makeClusterRegistry = (options: {
     })
 
     /**
-     * Redis says the slot is no longer this node's: drop it here. Its phones are closed as in a
-     * takeover (4404) and its binary, if still connected, 1011 (CLUSTER.md §2.7); nothing counted.
+     * Redis says the slot is no longer this node's: drop it here, nothing counted. `lost` (another
+     * claim holds it): its phones are closed as in a takeover (4404) and its binary, if still
+     * connected, 1011 (CLUSTER.md §2.7). `expired` (its grace was expired, and counted, by another
+     * node): its phones are closed 1000, as at any expiry.
      */
-    const lose = (serverId: string) =>
+    const endHere = (serverId: string, how: "lost" | "expired") =>
       Effect.suspend(() => {
         const dropped = table.drop(serverId)
         claims.delete(serverId)
         if (dropped === undefined) return Effect.void
         return Effect.gen(function*() {
           yield* publishCounts
+          yield* Effect.ignore(store.unindexClaim(serverId))
+          if (how === "expired") return yield* evict(dropped.phones, CloseCodes.Normal, "grace_expired")
           yield* Effect.all([
             evict(dropped.phones, CloseCodes.Reclaimed, "evicted"),
             dropped.binary.conn.isOpen() ? dropped.binary.conn.close(CloseCodes.HeartbeatTimeout) : Effect.void
@@ -101,6 +113,7 @@ export const makeClusterRegistry = (options: {
           yield* Log.warn("claim lost", { server_id: serverId, binary_conn_id: dropped.binary.connId })
         })
       })
+    const lose = (serverId: string) => endHere(serverId, "lost")
 
     /**
      * Installs `binary` locally under `epoch` after Redis gave it the slot (a fresh claim, a
@@ -116,6 +129,9 @@ export const makeClusterRegistry = (options: {
         claims.set(binary.serverId, { epoch, graceSince: undefined })
         const phones = local._tag === "Reclaimed" ? local.phones : []
         return Effect.gen(function*() {
+          // The reaper's index (should this node die), and no longer a grace for the sweep.
+          yield* Effect.ignore(store.indexClaim(binary.serverId))
+          if (counted === "reclaim") yield* Effect.ignore(store.unindexGrace(binary.serverId))
           yield* publishCounts
           if (closing !== undefined) yield* binary.conn.close(closing)
           if (counted === "claim") {
@@ -244,9 +260,13 @@ export const makeClusterRegistry = (options: {
           case "Stale":
             yield* lose(serverId)
             return "done" as const
+          case "Gone":
+            yield* endHere(serverId, "expired")
+            return "done" as const
           case "Expired": {
             const expired = table.expire(serverId, token)!
             claims.delete(serverId)
+            yield* Effect.ignore(Effect.all([store.unindexGrace(serverId), store.unindexClaim(serverId)]))
             yield* publishCounts
             yield* evict(expired.phones, CloseCodes.Normal, "grace_expired")
             yield* Metric.update(Metrics.graceExpiries, 1)
@@ -273,7 +293,9 @@ export const makeClusterRegistry = (options: {
           })
           // No answer: the grace runs here anyway, and its expiry ends the claim in Redis.
           const reply = yield* Effect.exit(store.release(binary.serverId, held.epoch, gracePeriod))
-          if (Exit.isSuccess(reply) && reply.value._tag === "Stale") yield* lose(binary.serverId)
+          if (Exit.isFailure(reply)) return
+          if (reply.value._tag === "Stale") return yield* lose(binary.serverId)
+          yield* Effect.ignore(store.indexGrace(binary.serverId, reply.value.deadline))
         })
       )
 
@@ -347,9 +369,33 @@ export const makeClusterRegistry = (options: {
           const reply = yield* Effect.exit(
             store.assert(serverId, held.epoch, local.grace === undefined ? "live" : "grace", graceLeft, table.phoneIds(serverId))
           )
-          if (Exit.isSuccess(reply) && reply.value._tag === "Lost") yield* lose(serverId)
+          if (Exit.isFailure(reply)) return
+          if (reply.value._tag === "Lost") return yield* lose(serverId)
+          // Re-listed for the reaper (an empty Redis lost the index too).
+          yield* Effect.ignore(store.indexClaim(serverId))
         })
       )
+
+    const checkGrace = (serverId: string) =>
+      lock(
+        serverId,
+        Effect.gen(function*() {
+          const held = claims.get(serverId)
+          if (held === undefined || table.holderOf(serverId)?.grace === undefined) return
+          const now = yield* Effect.exit(store.holder(serverId))
+          if (Exit.isFailure(now)) return
+          if (now.value === undefined) return yield* endHere(serverId, "expired")
+          if (now.value.epoch !== held.epoch) yield* lose(serverId)
+        })
+      )
+
+    const checkGraces = Effect.suspend(() =>
+      Effect.forEach(
+        [...claims.entries()].filter(([, held]) => held.graceSince !== undefined).map(([serverId]) => serverId),
+        checkGrace,
+        { concurrency: 16, discard: true }
+      )
+    )
 
     const checkClaims = Effect.suspend(() =>
       Effect.forEach([...claims.keys()], checkClaim, { concurrency: 16, discard: true })
@@ -394,6 +440,8 @@ export const makeClusterRegistry = (options: {
       counts: Effect.sync((): Counts => ({ binaries: table.liveBinaries(), phones: table.phones() })),
       closeAll,
       checkClaims,
-      handOver
+      handOver,
+      checkGraces,
+      holds: (serverId) => claims.has(serverId)
     } satisfies ClusterRegistryShape
   })

@@ -35,7 +35,15 @@ export type ReleaseReply = { readonly _tag: "Grace"; readonly deadline: number }
 export type ExpireReply =
   | { readonly _tag: "Expired"; readonly phones: ReadonlyArray<RemotePhone> }
   | { readonly _tag: "NotDue"; readonly millis: number }
+  /** Another claim holds the slot now. */
   | { readonly _tag: "Stale" }
+  /** No slot: another node expired it (and counted it), or its keys were lost. */
+  | { readonly _tag: "Gone" }
+
+/** `Reaped`: a dead node's live claim entered grace now; `Grace`: it was in grace already. */
+export type ReapReply =
+  | { readonly _tag: "Reaped" | "Grace"; readonly epoch: string; readonly deadline: number }
+  | { readonly _tag: "Other" }
 
 export type RegisterReply =
   | { readonly _tag: "Ok"; readonly epoch: string; readonly node: string }
@@ -87,6 +95,21 @@ export interface OwnershipStore {
   ) => Effect.Effect<AssertReply, RegistryUnavailable>
   readonly lease: (ttl: Duration.Duration) => Effect.Effect<LeaseReply, RegistryUnavailable>
   readonly resign: Effect.Effect<void, RegistryUnavailable>
+  /** The reaper's index of this node's claims (advisory: the slot keys decide). */
+  readonly indexClaim: (serverId: string) => Effect.Effect<void, RegistryUnavailable>
+  readonly unindexClaim: (serverId: string) => Effect.Effect<void, RegistryUnavailable>
+  /** The sweep's index of graces by deadline (advisory too). */
+  readonly indexGrace: (serverId: string, deadline: number) => Effect.Effect<void, RegistryUnavailable>
+  readonly unindexGrace: (serverId: string) => Effect.Effect<void, RegistryUnavailable>
+  /** Up to `limit` server-ids whose grace deadline is at or before `before` (Redis ms). */
+  readonly dueGraces: (before: number, limit: number) => Effect.Effect<ReadonlyArray<string>, RegistryUnavailable>
+  /** Every node listed as a member (it held a lease and was not yet reaped). */
+  readonly members: Effect.Effect<ReadonlyArray<string>, RegistryUnavailable>
+  /** The server-ids `nodeId` has claimed, by the index. */
+  readonly claimsOf: (nodeId: string) => Effect.Effect<ReadonlyArray<string>, RegistryUnavailable>
+  readonly reap: (serverId: string, deadNode: string, grace: Duration.Duration) => Effect.Effect<ReapReply, RegistryUnavailable>
+  /** Drops a reaped node's index and membership, unless it came back meanwhile. */
+  readonly forget: (nodeId: string) => Effect.Effect<void, RegistryUnavailable>
 }
 
 /** How much of a call's 2 s deadline a script may start in and still be trusted. */
@@ -178,6 +201,8 @@ export const redisOwnership = (
               return Effect.succeed({ _tag: "NotDue", millis: Number(reply[1]) })
             case "stale":
               return Effect.succeed({ _tag: "Stale" })
+            case "gone":
+              return Effect.succeed({ _tag: "Gone" })
             default:
               return unexpected(reply[0])
           }
@@ -235,11 +260,30 @@ export const redisOwnership = (
       ),
     lease: (ttl) =>
       Effect.flatMap(
-        redis.eval("lease", Scripts.lease)(keys.node(nodeId), token, Duration.toMillis(ttl)),
+        redis.eval("lease", Scripts.lease)(keys.node(nodeId), keys.members, nodeId, token, Duration.toMillis(ttl)),
         (reply): Effect.Effect<LeaseReply, RegistryUnavailable> =>
           reply === "held" || reply === "lost" || reply === "taken" ? Effect.succeed(reply) : unexpected(reply)
       ),
-    resign: Effect.asVoid(redis.eval("lease", Scripts.resign)(keys.node(nodeId), token))
+    resign: Effect.asVoid(redis.eval("lease", Scripts.resign)(keys.node(nodeId), token)),
+    indexClaim: (serverId) => Effect.asVoid(redis.send("index", "SADD", keys.claims(nodeId), serverId)),
+    unindexClaim: (serverId) => Effect.asVoid(redis.send("index", "SREM", keys.claims(nodeId), serverId)),
+    indexGrace: (serverId, deadline) => Effect.asVoid(redis.send("index", "ZADD", keys.graces, `${deadline}`, serverId)),
+    unindexGrace: (serverId) => Effect.asVoid(redis.send("index", "ZREM", keys.graces, serverId)),
+    dueGraces: (before, limit) =>
+      redis.send<ReadonlyArray<string>>("sweep", "ZRANGE", keys.graces, "-inf", `${before}`, "BYSCORE", "LIMIT", "0", `${limit}`),
+    members: redis.send<ReadonlyArray<string>>("sweep", "HKEYS", keys.members),
+    claimsOf: (other) => redis.send<ReadonlyArray<string>>("sweep", "SMEMBERS", keys.claims(other)),
+    reap: (serverId, deadNode, grace) =>
+      Effect.flatMap(
+        redis.eval("reap", Scripts.reap)(keys.server(serverId), keys.phones(serverId), deadNode, Duration.toMillis(grace), KEEP_AFTER_GRACE_MILLIS),
+        (reply): Effect.Effect<ReapReply, RegistryUnavailable> =>
+          reply[0] === "reaped" || reply[0] === "grace"
+            ? Effect.succeed({ _tag: reply[0] === "reaped" ? "Reaped" : "Grace", epoch: reply[1]!, deadline: Number(reply[2]) })
+            : reply[0] === "other"
+            ? Effect.succeed({ _tag: "Other" })
+            : unexpected(reply[0])
+      ),
+    forget: (other) => Effect.asVoid(redis.eval("reap", Scripts.forget)(keys.node(other), keys.members, keys.claims(other), other))
   }
 }
 

@@ -121,7 +121,8 @@ return {'grace', string.format('%.0f', deadline)}
 /**
  * The grace of claim `epoch` ran out (SPEC §3.4): removes the slot and its phones once —
  * `expired phones…` to exactly one caller in the whole cluster, which counts it. Before the
- * deadline → `notdue ms`; another claim's epoch, or no slot → `stale`. A slot still live under
+ * deadline → `notdue ms`; another claim's epoch → `stale`; no slot (expired by another node, or
+ * lost with its keys) → `gone`. A slot still live under
  * `node` with that epoch (the holder's own release never reached Redis) expires at once.
  */
 export const expire = Redis.script(
@@ -130,6 +131,7 @@ export const expire = Redis.script(
     numberOfKeys: 2,
     lua: `${NOW}${TAKE_PHONES}
 local slot = redis.call('HMGET', KEYS[1], 'state', 'node', 'epoch', 'deadline')
+if not slot[3] then return {'gone'} end
 if slot[3] ~= ARGV[2] then return {'stale'} end
 if slot[1] == 'grace' then
   local left = tonumber(slot[4]) - now
@@ -199,21 +201,49 @@ return 0
 
 /**
  * The node's lease (CLUSTER.md §3): held by this process's `token` → TTL renewed, `held`; absent
- * → taken again, `lost` (it had lapsed: the caller must check its claims, §7); another token →
- * `taken` (another process runs with this node id).
+ * → taken again, `lost` (it had lapsed: the caller must check its claims, §7), and the node is
+ * listed among the members the reaper watches; another token → `taken` (another process runs
+ * with this node id).
  */
 export const lease = Redis.script(
-  (node: string, token: string, ttlMs: number) => [node, token, ttlMs],
+  (node: string, members: string, nodeId: string, token: string, ttlMs: number) => [node, members, nodeId, token, ttlMs],
   {
-    numberOfKeys: 1,
+    numberOfKeys: 2,
     lua: `
 local holder = redis.call('GET', KEYS[1])
-if holder == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 'held' end
-if not holder then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 'lost' end
+if holder == ARGV[2] then redis.call('PEXPIRE', KEYS[1], ARGV[3]) return 'held' end
+if not holder then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  redis.call('HSET', KEYS[2], ARGV[1], 1)
+  return 'lost'
+end
 return 'taken'
 `
   }
 ).withReturnType<string>()
+
+/**
+ * The reaper (CLUSTER.md §2.6): the slot's holder `node` is dead (its lease lapsed). A live claim
+ * of that node enters grace until now + `graceMs` (`reaped epoch deadline`); one already in
+ * grace stays as it is (`grace epoch deadline`); anything else is not that node's (`other`).
+ */
+export const reap = Redis.script(
+  (server: string, phones: string, node: string, graceMs: number, keepMs: number) => [server, phones, node, graceMs, keepMs],
+  {
+    numberOfKeys: 2,
+    lua: `${NOW}
+local slot = redis.call('HMGET', KEYS[1], 'state', 'node', 'epoch', 'deadline')
+if slot[2] ~= ARGV[1] then return {'other'} end
+if slot[1] == 'grace' then return {'grace', slot[3], slot[4]} end
+local deadline = string.format('%.0f', now + tonumber(ARGV[2]))
+redis.call('HSET', KEYS[1], 'state', 'grace', 'deadline', deadline)
+local ttl = tonumber(ARGV[2]) + tonumber(ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ttl)
+redis.call('PEXPIRE', KEYS[2], ttl)
+return {'reaped', slot[3], deadline}
+`
+  }
+).withReturnType<ReadonlyArray<string>>()
 
 /** Drain: gives the lease up (only this process's own). */
 export const resign = Redis.script(
@@ -273,3 +303,20 @@ return {answer}
 `
   }
 ).withReturnType<ReadonlyArray<string>>()
+
+/**
+ * The reaper is done with a dead node: its claims index and its membership go — unless the node
+ * came back meanwhile (its lease is there again), which lists it anew.
+ */
+export const forget = Redis.script(
+  (node: string, members: string, claims: string, nodeId: string) => [node, members, claims, nodeId],
+  {
+    numberOfKeys: 3,
+    lua: `
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('DEL', KEYS[3])
+redis.call('HDEL', KEYS[2], ARGV[1])
+return 1
+`
+  }
+).withReturnType<number>()

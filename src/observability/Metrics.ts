@@ -198,7 +198,10 @@ export const REDIS_OPS = [
   "register",
   "unregister",
   "lookup",
-  "sync"
+  "sync",
+  "index",
+  "sweep",
+  "reap"
 ] as const
 export type RedisOp = typeof REDIS_OPS[number]
 const REDIS_ERRORS = "pyrycode_relay_cluster_redis_errors_total"

@@ -83,7 +83,7 @@ describe.skipIf(redisServerBinary === undefined)("ownership scripts on a real Re
       yield* Effect.sleep("350 millis")
       // Two nodes race the expiry: exactly one is told `expired`.
       const [x, y] = yield* Effect.all([a.expire("g", epoch), b.expire("g", epoch)], { concurrency: 2 })
-      assert.sameMembers([x._tag, y._tag], ["Expired", "Stale"])
+      assert.sameMembers([x._tag, y._tag], ["Expired", "Gone"])
       assert.isUndefined(yield* a.holder("g"))
 
       const live = yield* a.claim("h")
@@ -129,6 +129,38 @@ describe.skipIf(redisServerBinary === undefined)("ownership scripts on a real Re
       assert.strictEqual(newer._tag, "Reclaimed")
       const lost = yield* a.assert("r", epoch, "live", Duration.zero, [])
       assert.deepStrictEqual(lost, { _tag: "Lost", node: "b", epoch: newer._tag === "Reclaimed" ? newer.epoch : "" })
+    })))
+
+  it("reaper: a dead node's live claim to grace once, its graces indexed, its index and membership forgotten unless it came back", () =>
+    run(Effect.gen(function*() {
+      const { a, b } = yield* nodes
+      assert.strictEqual(yield* a.lease(Duration.seconds(5)), "lost")
+      assert.deepStrictEqual(yield* b.members, ["a"])
+      const claim = yield* a.claim("d")
+      const epoch = claim._tag === "Claimed" ? claim.epoch : ""
+      yield* a.indexClaim("d")
+      assert.deepStrictEqual(yield* b.claimsOf("a"), ["d"])
+      assert.strictEqual((yield* b.reap("d", "b", Duration.seconds(30)))._tag, "Other")
+      const reaped = yield* b.reap("d", "a", Duration.millis(200))
+      assert.strictEqual(reaped._tag, "Reaped")
+      const again = yield* b.reap("d", "a", Duration.millis(200))
+      assert.strictEqual(again._tag, "Grace")
+      if (reaped._tag === "Other" || again._tag === "Other") return
+      assert.strictEqual(reaped.epoch, epoch)
+      assert.strictEqual(again.deadline, reaped.deadline)
+      yield* b.indexGrace("d", reaped.deadline)
+      assert.deepStrictEqual(yield* b.dueGraces(reaped.deadline - 1, 10), [])
+      assert.deepStrictEqual(yield* b.dueGraces(reaped.deadline, 10), ["d"])
+      // a still holds its lease: forgetting it does nothing.
+      yield* b.forget("a")
+      assert.deepStrictEqual(yield* b.members, ["a"])
+      yield* a.resign
+      yield* b.forget("a")
+      assert.deepStrictEqual(yield* b.members, [])
+      assert.deepStrictEqual(yield* b.claimsOf("a"), [])
+      yield* Effect.sleep("250 millis")
+      assert.strictEqual((yield* b.expire("d", epoch))._tag, "Expired")
+      assert.strictEqual((yield* b.expire("d", epoch))._tag, "Gone")
     })))
 
   it("a claim that reaches Redis after its caller gave up changes nothing (late)", () =>

@@ -7,6 +7,8 @@ import { type RelayProcess, startTrackedRelay } from "./RelayProcess.ts"
 
 export interface ClusterNode extends RelayProcess {
   readonly nodeId: string
+  /** The cluster's `--cluster-prefix` (Redis keys start with it). */
+  readonly prefix: string
 }
 
 let clusters = 0
@@ -30,7 +32,7 @@ export const startNodes = async (
         nodeId,
         ...flags
       ])
-      return { ...relay, nodeId }
+      return { ...relay, nodeId, prefix }
     })
   )
 }

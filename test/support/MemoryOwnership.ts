@@ -22,31 +22,44 @@ export interface MemoryRedis {
   readonly slots: Map<string, Slot>
   readonly phones: Map<string, Map<string, string>>
   readonly leases: Map<string, string>
+  readonly members: Set<string>
+  /** node → the server-ids it claimed (the reaper's index). */
+  readonly claimIndex: Map<string, Set<string>>
+  /** server-id → grace deadline (the sweep's index). */
+  readonly graceIndex: Map<string, number>
   /** While true, every call fails `RegistryUnavailable` (`down`). */
   down: boolean
   /** The fake Redis's clock minus the test's Clock. */
   skewMillis: number
   /** Calls made, by name, in order. */
   readonly calls: Array<string>
+  lastEpoch: number
 }
 
 export const makeMemoryRedis = (): MemoryRedis => ({
   slots: new Map(),
   phones: new Map(),
   leases: new Map(),
+  members: new Set(),
+  claimIndex: new Map(),
+  graceIndex: new Map(),
   down: false,
   skewMillis: 0,
-  calls: []
+  calls: [],
+  lastEpoch: 0
 })
 
 export const memoryOwnership = (redis: MemoryRedis, nodeId: string, token = `${nodeId}-token`): OwnershipStore => {
-  let epochs = 0
   const call = <A>(name: string, f: (now: number) => A): Effect.Effect<A, RegistryUnavailable> =>
     Effect.flatMap(Clock.currentTimeMillis, (now) => {
       redis.calls.push(name)
       return redis.down ? Effect.fail(new RegistryUnavailable({ reason: "down" })) : Effect.sync(() => f(now + redis.skewMillis))
     })
-  const newEpoch = (now: number) => `${now * 1000 + ++epochs}${nodeId.length}`
+  /** Like the scripts: the clock in µs, kept above every earlier epoch (one counter for all nodes). */
+  const newEpoch = (now: number) => {
+    redis.lastEpoch = Math.max(now * 1000, redis.lastEpoch + 1)
+    return `${redis.lastEpoch}`
+  }
   const takePhones = (serverId: string): Array<RemotePhone> => {
     const phones = [...(redis.phones.get(serverId) ?? new Map<string, string>()).entries()].map(([connId, node]) => ({ connId, node }))
     redis.phones.delete(serverId)
@@ -89,7 +102,8 @@ export const memoryOwnership = (redis: MemoryRedis, nodeId: string, token = `${n
     expire: (serverId, epoch) =>
       call("expire", (now) => {
         const slot = redis.slots.get(serverId)
-        if (slot === undefined || slot.epoch !== epoch) return { _tag: "Stale" as const }
+        if (slot === undefined) return { _tag: "Gone" as const }
+        if (slot.epoch !== epoch) return { _tag: "Stale" as const }
         if (slot.state === "grace" && slot.deadline! > now) return { _tag: "NotDue" as const, millis: slot.deadline! - now }
         if (slot.state === "live" && slot.node !== nodeId) return { _tag: "Stale" as const }
         redis.slots.delete(serverId)
@@ -146,12 +160,42 @@ export const memoryOwnership = (redis: MemoryRedis, nodeId: string, token = `${n
         if (holder === token) return "held" as const
         if (holder === undefined) {
           redis.leases.set(nodeId, token)
+          redis.members.add(nodeId)
           return "lost" as const
         }
         return "taken" as const
       }),
     resign: call("resign", () => {
       if (redis.leases.get(nodeId) === token) redis.leases.delete(nodeId)
-    })
+    }),
+    indexClaim: (serverId) =>
+      call("indexClaim", () => {
+        const index = redis.claimIndex.get(nodeId) ?? new Set<string>()
+        redis.claimIndex.set(nodeId, index.add(serverId))
+      }),
+    unindexClaim: (serverId) => call("unindexClaim", () => void redis.claimIndex.get(nodeId)?.delete(serverId)),
+    indexGrace: (serverId, deadline) => call("indexGrace", () => void redis.graceIndex.set(serverId, deadline)),
+    unindexGrace: (serverId) => call("unindexGrace", () => void redis.graceIndex.delete(serverId)),
+    dueGraces: (before, limit) =>
+      call("dueGraces", () =>
+        [...redis.graceIndex.entries()].filter(([, deadline]) => deadline <= before).sort((a, b) => a[1] - b[1]).slice(0, limit)
+          .map(([serverId]) => serverId)),
+    members: call("members", () => [...redis.members]),
+    claimsOf: (other) => call("claimsOf", () => [...(redis.claimIndex.get(other) ?? [])]),
+    reap: (serverId, deadNode, grace) =>
+      call("reap", (now) => {
+        const slot = redis.slots.get(serverId)
+        if (slot === undefined || slot.node !== deadNode) return { _tag: "Other" as const }
+        if (slot.state === "grace") return { _tag: "Grace" as const, epoch: slot.epoch, deadline: slot.deadline! }
+        slot.state = "grace"
+        slot.deadline = now + Duration.toMillis(grace)
+        return { _tag: "Reaped" as const, epoch: slot.epoch, deadline: slot.deadline }
+      }),
+    forget: (other) =>
+      call("forget", () => {
+        if (redis.leases.has(other)) return
+        redis.claimIndex.delete(other)
+        redis.members.delete(other)
+      })
   }
 }
