@@ -19,6 +19,7 @@ import { makeClusterRegistry } from "./ClusterRegistry.ts"
 import { clusterKeys } from "./Keys.ts"
 import { keepLease } from "./NodeLease.ts"
 import { redisOwnership } from "./Ownership.ts"
+import { makePlane, type PlaneHandlers } from "./Plane.ts"
 import { makeSweep } from "./Sweep.ts"
 
 /**
@@ -35,12 +36,24 @@ const clusterRegistry = (settings: ClusterSettings) =>
       // One token per process: a second process started with the same node id is told apart.
       const token = randomBytes(8).toString("hex")
       const store = redisOwnership(redis, clusterKeys(settings.prefix), settings.nodeId, token)
+      // The plane hands what arrives to the registry, which is built with the plane: tied here.
+      let handlers: PlaneHandlers | undefined
+      const plane = yield* makePlane({
+        redis,
+        prefix: settings.prefix,
+        nodeId: settings.nodeId,
+        handlers: () => handlers,
+        nodeAlive: store.nodeAlive
+      })
       const registry = yield* makeClusterRegistry({
         gracePeriod: config.gracePeriod,
         maxPhonesPerServer: config.maxPhonesPerServer,
         scope,
-        store
+        store,
+        plane,
+        probeTimeout: config.probeTimeout
       })
+      handlers = registry.planeHandlers
       const lease = yield* keepLease({
         ttl: settings.leaseTtl,
         generation: redis.generation,
@@ -50,6 +63,9 @@ const clusterRegistry = (settings: ClusterSettings) =>
         onLapsed: registry.checkClaims
       })
       yield* Effect.addFinalizer(() => lease.resign)
+      // Word published to this node while its inbox was reconnecting is lost: its claims are
+      // checked again each time the inbox is back (a takeover elsewhere is found then).
+      yield* Effect.forkScoped(Effect.forever(Effect.andThen(redis.nextSubscriberStart, registry.checkClaims)))
       yield* Effect.forkScoped(
         makeSweep({
           store,

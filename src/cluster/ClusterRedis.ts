@@ -66,14 +66,34 @@ export interface ClusterRedisShape {
   readonly generation: () => number
   /** Completes at the next change of `generation`. */
   readonly nextGeneration: Effect.Effect<void>
+  /**
+   * `PUBLISH` of bytes, with its deadline: how many subscribers got it (0: nobody listens on that
+   * channel — for a node's inbox, the node is gone). Counted under `publish` when it fails.
+   */
+  readonly publish: (channel: string, payload: Buffer) => Effect.Effect<number, RegistryUnavailable>
+  /**
+   * Receives the bytes published on `channel` for as long as the calling scope lives, across
+   * reconnects and rebuilt clients (a dedicated subscriber connection per client; what is
+   * published while it reconnects is lost, as pub/sub is).
+   */
+  readonly subscribe: (channel: string, onMessage: (payload: Buffer) => void) => Effect.Effect<void, never, Scope.Scope>
+  /**
+   * Completes each time a subscriber connection (re)connects: whatever was published to this
+   * node while it was away is lost, so what it may have missed must be checked again.
+   */
+  readonly nextSubscriberStart: Effect.Effect<void>
 }
 
 export class ClusterRedis extends Context.Service<ClusterRedis, ClusterRedisShape>()("pyrycode-relay/ClusterRedis") {}
+
+type NodeRedisClient = NodeRedis.NodeRedis["Service"]["client"]
 
 interface Connected {
   readonly redis: Redis.Redis["Service"]
   readonly node: NodeRedis.NodeRedis["Service"]
   readonly scope: Scope.Closeable
+  /** The client's subscriber connection (node-redis resubscribes it after a reconnect). */
+  subscriber: NodeRedisClient | undefined
 }
 
 /** A code for the log and the error, never the error's message text. */
@@ -134,6 +154,14 @@ export const makeClusterRedis = Effect.fnUntraced(function*(options: ClusterRedi
   /** Redis's clock minus ours, from the last health answer. */
   let offsetMillis = 0
   const firstAttempt = yield* Deferred.make<void>()
+  /** Every live subscription; each client gets a subscriber connection for all of them. */
+  const subscriptions = new Set<{ readonly channel: string; readonly onMessage: (payload: Buffer) => void }>()
+  let subscriberStarted = Deferred.makeUnsafe<void>()
+  const subscriberStart = () => {
+    const started = subscriberStarted
+    subscriberStarted = Deferred.makeUnsafe<void>()
+    Deferred.doneUnsafe(started, Effect.void)
+  }
   let generation = 0
   let generationChanged = Deferred.makeUnsafe<void>()
   const newGeneration = () => {
@@ -172,6 +200,43 @@ export const makeClusterRedis = Effect.fnUntraced(function*(options: ClusterRedi
           : withDeadline(connected.redis.eval(script)(...params), CALL_DEADLINE)
       )
     )
+
+  /** The subscriber connection of `c`, made once, closed with `c`'s scope. */
+  const subscriberOf = (c: Connected) =>
+    Effect.suspend(() => {
+      if (c.subscriber !== undefined) return Effect.succeed(c.subscriber)
+      return Effect.map(
+        Effect.acquireRelease(
+          Effect.tryPromise({
+            try: async () => {
+              const subscriber = c.node.client.duplicate()
+              subscriber.on("error", () => {})
+              // node-redis subscribes again after a reconnect; messages in between are lost.
+              subscriber.on("ready", subscriberStart)
+              await subscriber.connect()
+              return subscriber
+            },
+            catch: (cause) => new RegistryUnavailable({ reason: reasonOf(cause) })
+          }),
+          (subscriber) => Effect.sync(() => subscriber.destroy())
+        ).pipe(Scope.provide(c.scope)),
+        (subscriber) => (c.subscriber = subscriber)
+      )
+    })
+
+  const listen = (subscriber: NodeRedisClient, channel: string, onMessage: (payload: Buffer) => void) =>
+    Effect.tryPromise({
+      try: () => subscriber.subscribe(channel, (message: Buffer) => onMessage(message), true),
+      catch: (cause) => new RegistryUnavailable({ reason: reasonOf(cause) })
+    })
+
+  /** A new client: every live subscription is made on its subscriber connection. */
+  const attachSubscriber = (c: Connected) =>
+    Effect.gen(function*() {
+      if (subscriptions.size === 0) return
+      const subscriber = yield* subscriberOf(c)
+      for (const s of subscriptions) yield* listen(subscriber, s.channel, s.onMessage)
+    })
 
   const markUp = Effect.suspend(() => {
     misses = 0
@@ -229,7 +294,9 @@ export const makeClusterRedis = Effect.fnUntraced(function*(options: ClusterRedi
       // so whatever was confirmed before the socket broke is not trusted from that moment on.
       node.client.on("reconnecting", newGeneration)
       node.client.on("ready", newGeneration)
-      return { redis: Context.get(built.value, Redis.Redis), node, scope }
+      const opened: Connected = { redis: Context.get(built.value, Redis.Redis), node, scope, subscriber: undefined }
+      yield* Effect.ignore(attachSubscriber(opened))
+      return opened
     }
     yield* Scope.close(scope, Exit.void)
     yield* countError("connect")
@@ -272,7 +339,33 @@ export const makeClusterRedis = Effect.fnUntraced(function*(options: ClusterRedi
     eval: evalScript,
     redisTimeMillis: Effect.map(Clock.currentTimeMillis, (now) => now + offsetMillis),
     generation: () => generation,
-    nextGeneration: Effect.suspend(() => Deferred.await(generationChanged))
+    nextGeneration: Effect.suspend(() => Deferred.await(generationChanged)),
+    publish: (channel, payload) =>
+      counted(
+        "publish",
+        Effect.suspend(() => {
+          const c = connected
+          if (c === undefined) return Effect.fail(NOT_CONNECTED)
+          return withDeadline(
+            Effect.tryPromise({
+              try: () => c.node.client.sendCommand(["PUBLISH", channel, payload]) as Promise<number>,
+              catch: (cause) => new Redis.RedisError({ cause })
+            }),
+            CALL_DEADLINE
+          )
+        })
+      ),
+    nextSubscriberStart: Effect.suspend(() => Deferred.await(subscriberStarted)),
+    subscribe: (channel, onMessage) =>
+      Effect.gen(function*() {
+        const subscription = { channel, onMessage }
+        subscriptions.add(subscription)
+        yield* Effect.addFinalizer(() => Effect.sync(() => subscriptions.delete(subscription)))
+        // On the client there is now; a client built later subscribes it when it opens.
+        const c = connected
+        if (c === undefined) return
+        yield* Effect.ignore(Effect.flatMap(subscriberOf(c), (subscriber) => listen(subscriber, channel, onMessage)))
+      })
   })
 })
 

@@ -25,8 +25,11 @@ import { type GraceTimer, interruptingTimer } from "../registry/GraceTimer.ts"
 import type { BinaryHandle, PhoneHandle } from "../registry/Handles.ts"
 import { type ClaimResult, type Counts, evict, type RegisterError, type RegistryShape, type TakeoverResult } from "../registry/Registry.ts"
 import { type GraceToken, SlotTable } from "../registry/SlotTable.ts"
+import { probe } from "../liveness/ConflictProbe.ts"
 import { makeKeyedLock } from "./KeyedLock.ts"
 import type { OwnershipStore } from "./Ownership.ts"
+import type { PlaneHandlers, PlaneShape } from "./Plane.ts"
+import { type RemoteClaim, remoteIncumbent } from "./RemoteIncumbent.ts"
 
 interface Claim {
   epoch: string
@@ -47,10 +50,14 @@ export interface ClusterRegistryShape extends RegistryShape {
   readonly checkGraces: Effect.Effect<void>
   /** Whether this node holds the slot (live or in grace): then its own timer ends its grace. */
   readonly holds: (serverId: string) => boolean
+  /** What this node answers other nodes through the plane. */
+  readonly planeHandlers: PlaneHandlers
 }
 
 /** A conn_id clash with another node's phone of the slot is redrawn at most this often. */
 const CONN_ID_DRAWS = 3
+/** What a probe through another node leaves, of the asker's probe timeout, for the answer's way back. */
+const PROBE_TRANSIT_MILLIS = 1_000
 /** How long an expiry waits before asking again when Redis did not answer. */
 const EXPIRY_RETRY = Duration.seconds(1)
 
@@ -65,6 +72,10 @@ export const makeClusterRegistry = (options: {
   readonly maxPhonesPerServer: number
   readonly scope: Scope.Scope
   readonly store: OwnershipStore
+  /** The cross-node plane: probes through other nodes, word of claims taken over. */
+  readonly plane: PlaneShape
+  /** SPEC's `--probe-timeout`: how long another node's incumbent has to answer through its node. */
+  readonly probeTimeout: Duration.Duration
   readonly graceTimer?: GraceTimer
 }): Effect.Effect<ClusterRegistryShape> =>
   Effect.sync(() => {
@@ -72,6 +83,8 @@ export const makeClusterRegistry = (options: {
     const timer = options.graceTimer ?? interruptingTimer(options.scope)
     const table = new SlotTable(options.maxPhonesPerServer)
     const claims = new Map<string, Claim>()
+    /** Incumbents on other nodes handed out by `claim`, for `takeover` to recognise. */
+    const remotes = new WeakMap<BinaryHandle, RemoteClaim>()
     const lock = makeKeyedLock()
     /**
      * Set by the drain's `closeAll`. A claim or registration still waiting on Redis when the
@@ -158,8 +171,12 @@ export const makeClusterRegistry = (options: {
         switch (reply.value._tag) {
           case "Claimed":
             return yield* install(binary, reply.value.epoch, "claim")
-          case "Reclaimed":
+          case "Reclaimed": {
+            const { fromNode, fromEpoch } = reply.value
+            // The grace's node closes its phones of the old claim now (its sweep would within a second).
+            if (fromNode !== store.nodeId) options.plane.tellLost(fromNode, binary.serverId, fromEpoch)
             return yield* install(binary, reply.value.epoch, "reclaim")
+          }
           case "Conflict": {
             const { node, epoch } = reply.value
             if (node === store.nodeId) {
@@ -168,15 +185,10 @@ export const makeClusterRegistry = (options: {
               if (Exit.isFailure(ghost)) return UNAVAILABLE
               return ghost.value._tag === "TookOver" ? yield* install(binary, ghost.value.epoch, "claim") : HELD
             }
-            // Another node's live binary. Its node cannot be asked to probe it yet (docs/cluster.md):
-            // while that node's lease lives the newcomer is refused; once it lapsed, it takes over.
-            const alive = yield* Effect.exit(store.nodeAlive(node))
-            if (Exit.isFailure(alive)) return UNAVAILABLE
-            if (alive.value) return HELD
-            const taken = yield* Effect.exit(store.takeover(binary.serverId, epoch))
-            if (Exit.isFailure(taken)) return UNAVAILABLE
-            if (taken.value._tag !== "TookOver") return HELD
-            return yield* install(binary, taken.value.epoch, "takeover")
+            // Another node's live binary: the session probes it through that node (§2.1), outside this lock.
+            const incumbent = remoteIncumbent(binary.serverId, { node, epoch }, options.plane, options.probeTimeout)
+            remotes.set(incumbent, { node, epoch })
+            return { _tag: "Conflict", incumbent } satisfies ClaimResult
           }
         }
       })
@@ -202,11 +214,26 @@ export const makeClusterRegistry = (options: {
         })
       )
 
+    /** The incumbent on another node failed its probe: its claim is replaced by epoch (§2.1). */
+    const takeoverRemote = (binary: BinaryHandle, incumbent: BinaryHandle, remote: RemoteClaim) =>
+      Effect.gen(function*() {
+        if (table.holderOf(binary.serverId) !== undefined) return "Superseded" as const
+        const reply = yield* Effect.exit(store.takeover(binary.serverId, remote.epoch))
+        if (Exit.isFailure(reply)) return "Unavailable" as const
+        if (reply.value._tag !== "TookOver") return "Superseded" as const
+        // Its node closes its binary 1011 and its phones 4404, as a takeover here would.
+        yield* incumbent.conn.close(CloseCodes.HeartbeatTimeout)
+        const installed = yield* install(binary, reply.value.epoch, "takeover")
+        return installed._tag === "Gone" ? "Gone" as const : "TookOver" as const
+      })
+
     const takeover = (binary: BinaryHandle, incumbent: BinaryHandle): Effect.Effect<TakeoverResult> =>
       lock(
         binary.serverId,
         Effect.gen(function*() {
           if (!binary.conn.isOpen()) return "Gone" as const
+          const remote = remotes.get(incumbent)
+          if (remote !== undefined) return yield* takeoverRemote(binary, incumbent, remote)
           const local = table.holderOf(binary.serverId)
           if (local === undefined || local.binary !== incumbent) return "Superseded" as const
           const held = claims.get(binary.serverId)!
@@ -389,6 +416,19 @@ export const makeClusterRegistry = (options: {
         })
       )
 
+    /** Another node probes this node's binary of claim `epoch` (§2.1), leaving room for the answer's way back. */
+    const probeLocal = (serverId: string, epoch: string) =>
+      Effect.suspend(() => {
+        const binary = table.binaryFor(serverId)
+        if (binary === undefined || claims.get(serverId)?.epoch !== epoch) return Effect.succeed(false)
+        const millis = Duration.toMillis(options.probeTimeout)
+        return probe(binary.conn, Duration.millis(Math.max(millis / 2, millis - PROBE_TRANSIT_MILLIS)))
+      })
+
+    /** Another node took claim `epoch` over (or reclaimed its grace): closed here as in a takeover. */
+    const claimLost = (serverId: string, epoch: string) =>
+      lock(serverId, Effect.suspend(() => (claims.get(serverId)?.epoch === epoch ? lose(serverId) : Effect.void)))
+
     const checkGraces = Effect.suspend(() =>
       Effect.forEach(
         [...claims.entries()].filter(([, held]) => held.graceSince !== undefined).map(([serverId]) => serverId),
@@ -442,6 +482,7 @@ export const makeClusterRegistry = (options: {
       checkClaims,
       handOver,
       checkGraces,
-      holds: (serverId) => claims.has(serverId)
+      holds: (serverId) => claims.has(serverId),
+      planeHandlers: { probeLocal, claimLost }
     } satisfies ClusterRegistryShape
   })

@@ -22,7 +22,13 @@ export interface RemotePhone {
 
 export type ClaimReply =
   | { readonly _tag: "Claimed"; readonly epoch: string }
-  | { readonly _tag: "Reclaimed"; readonly epoch: string; readonly fromNode: string; readonly phones: ReadonlyArray<RemotePhone> }
+  | {
+    readonly _tag: "Reclaimed"
+    readonly epoch: string
+    readonly fromNode: string
+    readonly fromEpoch: string
+    readonly phones: ReadonlyArray<RemotePhone>
+  }
   | { readonly _tag: "Conflict"; readonly node: string; readonly epoch: string }
 
 export type TakeoverReply =
@@ -146,7 +152,13 @@ export const redisOwnership = (
               case "claimed":
                 return Effect.succeed({ _tag: "Claimed", epoch: reply[1]! })
               case "reclaimed":
-                return Effect.succeed({ _tag: "Reclaimed", epoch: reply[1]!, fromNode: reply[2]!, phones: phonesOf(reply, 4) })
+                return Effect.succeed({
+                  _tag: "Reclaimed",
+                  epoch: reply[1]!,
+                  fromNode: reply[2]!,
+                  fromEpoch: reply[3]!,
+                  phones: phonesOf(reply, 4)
+                })
               case "conflict":
                 return Effect.succeed({ _tag: "Conflict", node: reply[1]!, epoch: reply[2]! })
               case "late":

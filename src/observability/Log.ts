@@ -48,6 +48,7 @@ export type LogEvent =
   | "cluster redis down"
   | "node lease lapsed"
   | "cluster redis call failed"
+  | "cluster batch malformed"
   | "node id in use"
   | "claim lost"
 

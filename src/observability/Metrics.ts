@@ -201,7 +201,8 @@ export const REDIS_OPS = [
   "sync",
   "index",
   "sweep",
-  "reap"
+  "reap",
+  "publish"
 ] as const
 export type RedisOp = typeof REDIS_OPS[number]
 const REDIS_ERRORS = "pyrycode_relay_cluster_redis_errors_total"

@@ -80,7 +80,7 @@ export const memoryOwnership = (redis: MemoryRedis, nodeId: string, token = `${n
           redis.phones.delete(serverId)
           return { _tag: "Claimed" as const, epoch }
         }
-        return { _tag: "Reclaimed" as const, epoch, fromNode: slot.node, phones: takePhones(serverId) }
+        return { _tag: "Reclaimed" as const, epoch, fromNode: slot.node, fromEpoch: slot.epoch, phones: takePhones(serverId) }
       }),
     takeover: (serverId, expected) =>
       call("takeover", (now) => {

@@ -9,20 +9,36 @@ import { assert, describe, it } from "@effect/vitest"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
 import { TestClock } from "effect/testing"
-import { makeClusterRegistry } from "../../src/cluster/ClusterRegistry.ts"
+import { type ClusterRegistryShape, makeClusterRegistry } from "../../src/cluster/ClusterRegistry.ts"
 import * as CloseCodes from "../../src/domain/CloseCodes.ts"
 import * as Metrics from "../../src/observability/Metrics.ts"
 import { binaryHandle, count, isolated, phoneHandle, settle } from "../support/Core.ts"
 import { makeFakeConnection } from "../support/FakeConnection.ts"
 import { makeMemoryRedis, type MemoryRedis, memoryOwnership } from "../support/MemoryOwnership.ts"
+import { makeMemoryPlanes, type MemoryPlanes } from "../support/MemoryPlane.ts"
 
 const GRACE = Duration.seconds(30)
 const CAP = 3
 
-const node = (redis: MemoryRedis, nodeId = "a") =>
-  Effect.flatMap(Effect.scope, (scope) =>
-    makeClusterRegistry({ gracePeriod: GRACE, maxPhonesPerServer: CAP, scope, store: memoryOwnership(redis, nodeId) }))
+const PROBE = Duration.seconds(10)
+
+/** A node on the shared fake Redis, reachable through `planes` (one set per test). */
+const node = (redis: MemoryRedis, nodeId = "a", planes: MemoryPlanes = makeMemoryPlanes()) =>
+  Effect.gen(function*() {
+    let registry: ClusterRegistryShape | undefined
+    const plane = planes.planeFor(nodeId, () => registry?.planeHandlers)
+    registry = yield* makeClusterRegistry({
+      gracePeriod: GRACE,
+      maxPhonesPerServer: CAP,
+      scope: yield* Effect.scope,
+      store: memoryOwnership(redis, nodeId),
+      plane,
+      probeTimeout: PROBE
+    })
+    return registry
+  })
 
 type Node = Effect.Success<ReturnType<typeof node>>
 
@@ -147,33 +163,80 @@ describe("cluster grace (CLUSTER.md §2.4)", () => {
 })
 
 describe("cluster claims and phones", () => {
-  it.effect("a live binary held on another node: Held (answered 4409), nothing changes", () =>
+  it.effect("a live binary on another node is probed through its node: it answers, nothing changes (the newcomer gets 4409)", () =>
     isolated(Effect.gen(function*() {
       const redis = makeMemoryRedis()
-      const a = yield* node(redis, "a")
-      const b = yield* node(redis, "b")
-      redis.leases.set("a", "a-token")
+      const planes = makeMemoryPlanes()
+      const a = yield* node(redis, "a", planes)
+      const b = yield* node(redis, "b", planes)
       yield* claimed(a, "s")
       const epoch = redis.slots.get("s")!.epoch
-      yield* claimed(b, "s", "Held")
+      const conflict = yield* b.claim(binaryHandle("s", yield* makeFakeConnection()))
+      assert.strictEqual(conflict._tag, "Conflict")
+      if (conflict._tag !== "Conflict") return
+      assert.isTrue(Exit.isSuccess(yield* Effect.exit(conflict.incumbent.conn.ping)))
       assert.strictEqual(redis.slots.get("s")?.epoch, epoch)
       assert.strictEqual(failureTag(yield* Effect.exit(registered(b, "s"))), "ServerElsewhere")
       assert.strictEqual(failureTag(yield* Effect.exit(registered(b, "nobody"))), "NoServer")
     })))
 
-  it.effect("a live binary on a node whose lease lapsed (a dead node): the newcomer takes over at once, counted once", () =>
+  it.effect("an incumbent on another node that does not answer its node's ping: taken over, its node closes it 1011 and its phones 4404, counted once", () =>
     isolated(Effect.gen(function*() {
       const redis = makeMemoryRedis()
-      const a = yield* node(redis, "a")
-      const b = yield* node(redis, "b")
-      redis.leases.set("a", "a-token")
-      yield* claimed(a, "s")
-      yield* claimed(b, "s", "Held")
-      // Node a dies: its lease lapses.
-      redis.leases.delete("a")
-      yield* claimed(b, "s", "Claimed")
+      const planes = makeMemoryPlanes()
+      const a = yield* node(redis, "a", planes)
+      const b = yield* node(redis, "b", planes)
+      const silent = yield* makeFakeConnection({ answersPings: false })
+      const incumbent = binaryHandle("s", silent)
+      assert.strictEqual((yield* a.claim(incumbent))._tag, "Claimed")
+      const p = yield* registered(a, "s")
+      const newcomer = binaryHandle("s", yield* makeFakeConnection())
+      const conflict = yield* b.claim(newcomer)
+      if (conflict._tag !== "Conflict") return assert.fail(conflict._tag)
+      const pinged = yield* Effect.forkChild(Effect.exit(conflict.incumbent.conn.ping))
+      yield* TestClock.adjust("10 seconds")
+      assert.isTrue(Exit.isFailure(yield* Fiber.join(pinged)))
+      assert.strictEqual(yield* b.takeover(newcomer, conflict.incumbent), "TookOver")
       assert.strictEqual(redis.slots.get("s")?.node, "b")
+      assert.strictEqual(b.binaryFor("s"), newcomer)
+      yield* planes.deliver
+      assert.deepStrictEqual(silent.closeCalls, [CloseCodes.HeartbeatTimeout])
+      assert.deepStrictEqual(p.conn.closeCalls, [CloseCodes.Reclaimed])
+      assert.isUndefined(a.binaryFor("s"))
       assert.strictEqual(yield* count(Metrics.takeovers), 1)
+    })))
+
+  it.effect("an incumbent whose node is gone: the probe fails at once and the newcomer takes over", () =>
+    isolated(Effect.gen(function*() {
+      const redis = makeMemoryRedis()
+      const planes = makeMemoryPlanes()
+      const a = yield* node(redis, "a", planes)
+      const b = yield* node(redis, "b", planes)
+      yield* claimed(a, "s")
+      planes.remove("a")
+      const newcomer = binaryHandle("s", yield* makeFakeConnection())
+      const conflict = yield* b.claim(newcomer)
+      if (conflict._tag !== "Conflict") return assert.fail(conflict._tag)
+      assert.isTrue(Exit.isFailure(yield* Effect.exit(conflict.incumbent.conn.ping)))
+      assert.strictEqual(yield* b.takeover(newcomer, conflict.incumbent), "TookOver")
+      assert.strictEqual(yield* count(Metrics.takeovers), 1)
+    })))
+
+  it.effect("a reclaim of another node's grace tells that node at once: its phones get 4404", () =>
+    isolated(Effect.gen(function*() {
+      const redis = makeMemoryRedis()
+      const planes = makeMemoryPlanes()
+      const a = yield* node(redis, "a", planes)
+      const b = yield* node(redis, "b", planes)
+      const first = yield* claimed(a, "s")
+      const p = yield* registered(a, "s")
+      yield* a.release(first.handle)
+      yield* claimed(b, "s", "Reclaimed")
+      yield* planes.deliver
+      assert.deepStrictEqual(p.conn.closeCalls, [CloseCodes.Reclaimed])
+      assert.strictEqual(yield* count(Metrics.graceReclaims), 1)
+      yield* TestClock.adjust("1 minute")
+      assert.strictEqual(yield* count(Metrics.graceExpiries), 0)
     })))
 
   it.effect("a ghost of this node (a claim in Redis whose binary is not here) is replaced at once", () =>

@@ -10,23 +10,34 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import { TestClock } from "effect/testing"
 import { makeClusterRegistry } from "../../src/cluster/ClusterRegistry.ts"
+import type { PlaneHandlers } from "../../src/cluster/Plane.ts"
 import { makeSweep } from "../../src/cluster/Sweep.ts"
 import * as CloseCodes from "../../src/domain/CloseCodes.ts"
 import * as Metrics from "../../src/observability/Metrics.ts"
 import { binaryHandle, count, isolated, phoneHandle } from "../support/Core.ts"
 import { makeFakeConnection } from "../support/FakeConnection.ts"
 import { makeMemoryRedis, type MemoryRedis, memoryOwnership } from "../support/MemoryOwnership.ts"
+import { makeMemoryPlanes, type MemoryPlanes } from "../support/MemoryPlane.ts"
 
 const GRACE = Duration.seconds(30)
 const LEASE = Duration.seconds(15)
 
 /** A node: its registry, and its sweep running in the test's scope; its lease is held. */
-const node = (redis: MemoryRedis, nodeId: string) =>
+const node = (redis: MemoryRedis, nodeId: string, planes: MemoryPlanes = makeMemoryPlanes()) =>
   Effect.gen(function*() {
     const store = memoryOwnership(redis, nodeId)
     redis.leases.set(nodeId, `${nodeId}-token`)
     redis.members.add(nodeId)
-    const registry = yield* makeClusterRegistry({ gracePeriod: GRACE, maxPhonesPerServer: 16, scope: yield* Effect.scope, store })
+    let handlers: PlaneHandlers | undefined
+    const registry = yield* makeClusterRegistry({
+      gracePeriod: GRACE,
+      maxPhonesPerServer: 16,
+      scope: yield* Effect.scope,
+      store,
+      plane: planes.planeFor(nodeId, () => handlers),
+      probeTimeout: Duration.seconds(10)
+    })
+    handlers = registry.planeHandlers
     yield* Effect.forkScoped(
       makeSweep({ store, registry, gracePeriod: GRACE, leaseTtl: LEASE, redisTimeMillis: Clock.currentTimeMillis }).run
     )
