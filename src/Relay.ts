@@ -20,6 +20,7 @@ import * as Option from "effect/Option"
 import type * as Http from "node:http"
 import { Ledger } from "./connection/BufferLedger.ts"
 import { RelayConfig, type RelayConfigShape } from "./config/RelayConfig.ts"
+import { describeRedisUrl } from "./config/RedisUrl.ts"
 import { version } from "./config/Version.ts"
 import { Certificates } from "./edge/Certificates.ts"
 import { RelayEndpoints } from "./http/Endpoints.ts"
@@ -41,11 +42,25 @@ import * as PushWake from "./push/PushWake.ts"
 export { routes } from "./http/Health.ts"
 
 /**
+ * The registry: in memory (the default), or, with `cluster` settings (CLUSTER.md), the cluster
+ * layer, whose module — and node-redis with it — is loaded only then. The cluster layer also
+ * provides `Availability` (Redis's health for `/readyz` and the upgrade gate).
+ */
+const RegistryLayer: Layer.Layer<Registry, never, RelayConfig> = Layer.unwrap(
+  Effect.gen(function*() {
+    const config = yield* RelayConfig
+    if (config.cluster === undefined) return Registry.layer
+    const cluster = yield* Effect.promise(() => import("./cluster/ClusterLayer.ts"))
+    return cluster.layer(config.cluster)
+  })
+)
+
+/**
  * The routing core: one registry, one relay-wide buffer ledger, one lifecycle, one connection
  * watcher (heartbeat and deadlines of every connection), the limits.
  */
 export const RelayCore = Layer.mergeAll(
-  Registry.layer,
+  RegistryLayer,
   Ledger.layer,
   Lifecycle.layer,
   ConnectionWatcher.layer,
@@ -113,6 +128,12 @@ const announce = <R>(where: Effect.Effect<Where, never, R>) =>
         ? "disabled"
         : `${metricsServer.address.host}:${metricsServer.address.port}`,
       push: config.fcmCredentials === undefined ? "off" : "fcm",
+      ...(config.cluster === undefined ? {} : {
+        node_id: config.cluster.nodeId,
+        cluster_redis: describeRedisUrl(config.cluster.redisUrl),
+        cluster_prefix: config.cluster.prefix,
+        lease_ttl: Duration.format(config.cluster.leaseTtl)
+      }),
       limits: limits(config)
     })
   }))

@@ -5,6 +5,7 @@
  * production checks, which every source shares.
  */
 import * as Effect from "effect/Effect"
+import { randomBytes } from "node:crypto"
 import * as Path from "node:path"
 import { NOT_A_KEY, parseServiceAccount, readKeyFile } from "../push/ServiceAccount.ts"
 import { FCM_CREDENTIALS, keyOfField } from "./Flags.ts"
@@ -12,7 +13,7 @@ import { checkProduction } from "./Production.ts"
 import { BootRefusal } from "./Refusal.ts"
 import type { Namer } from "./Refusal.ts"
 import { validateRelayConfig } from "./RelayConfigSchema.ts"
-import { acmeDefaults, defaults } from "./RelayConfigShape.ts"
+import { acmeDefaults, clusterDefaults, defaults } from "./RelayConfigShape.ts"
 import type { RelayConfigShape } from "./RelayConfigShape.ts"
 import type { SettingKey, Settings } from "./Settings.ts"
 
@@ -28,6 +29,12 @@ export interface SettingNames {
 
 /** Settings that only mean something in ACME mode; given without `domain`, they are refused. */
 const ACME_ONLY = ["acme-directory", "acme-email", "acme-ca-file", "cert-cache", "http-listen"] as const
+
+/** Settings that only mean something in cluster mode; given without `cluster-redis`, they are refused. */
+const CLUSTER_ONLY = ["node-id", "cluster-prefix", "lease-ttl"] as const
+
+/** CLUSTER.md §1: a node without `--node-id` gets 12 random hex digits at boot. */
+export const randomNodeId = (): string => randomBytes(6).toString("hex")
 
 /** The service-account key, from its variable or from `--fcm-credentials-file` (never both). */
 const credentials = (s: Settings, names: SettingNames) =>
@@ -68,6 +75,11 @@ export const settle = (
       )
     }
     const fcmCredentials = yield* credentials(s, names)
+    const redisUrl = s["cluster-redis"]
+    const clusterOnly = CLUSTER_ONLY.find((key) => s[key] !== undefined)
+    if (redisUrl === undefined && clusterOnly !== undefined) {
+      return yield* refuse(`${names.nameOf(clusterOnly)} needs ${names.nameOf("cluster-redis")} (cluster mode)`)
+    }
 
     const certCache = s["cert-cache"]
     const acme = acmeMode || ACME_ONLY.some((key) => s[key] !== undefined)
@@ -120,7 +132,13 @@ export const settle = (
       fcmEndpoint: s["fcm-endpoint"] ?? defaults.fcmEndpoint,
       pushBurst: s["push-burst"] ?? defaults.pushBurst,
       pushRefill: s["push-refill"] ?? defaults.pushRefill,
-      pushMaxInFlight: s["push-max-in-flight"] ?? defaults.pushMaxInFlight
+      pushMaxInFlight: s["push-max-in-flight"] ?? defaults.pushMaxInFlight,
+      cluster: redisUrl === undefined ? undefined : {
+        redisUrl,
+        nodeId: s["node-id"] ?? randomNodeId(),
+        prefix: s["cluster-prefix"] ?? clusterDefaults.prefix,
+        leaseTtl: s["lease-ttl"] ?? clusterDefaults.leaseTtl
+      }
     }
     const context = { acme: acmeMode, credentialsFile: s["fcm-credentials-file"] !== undefined }
     const nameField: Namer = (path) => names.nameOf(keyOfField(path, context) as SettingKey)

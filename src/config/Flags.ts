@@ -5,7 +5,7 @@
  * a wrong default shows in the help and fails a test that pins SPEC's literal numbers.
  */
 import * as Str from "effect/String"
-import { acmeDefaults, defaults } from "./RelayConfigShape.ts"
+import { acmeDefaults, clusterDefaults, defaults } from "./RelayConfigShape.ts"
 import { formatDuration, formatListen } from "./Units.ts"
 
 export const ENV_PREFIX = "PYRYCODE_RELAY"
@@ -69,7 +69,11 @@ export const flags: ReadonlyArray<FlagSpec> = [
   { name: "fcm-endpoint", default: defaults.fcmEndpoint, meaning: "push wake: FCM base URL (http:// only to loopback)" },
   { name: "push-burst", default: `${defaults.pushBurst}`, meaning: "push wakes a server-id may send at once (> 0)" },
   { name: "push-refill", default: formatDuration(defaults.pushRefill), meaning: "one push wake back every this long" },
-  { name: "push-max-in-flight", default: `${defaults.pushMaxInFlight}`, meaning: "push sends in flight relay-wide (> 0)" }
+  { name: "push-max-in-flight", default: `${defaults.pushMaxInFlight}`, meaning: "push sends in flight relay-wide (> 0)" },
+  { name: "cluster-redis", default: UNSET, meaning: "cluster mode: redis://[user:password@]host:port[/db] or rediss://… (docs/cluster.md)" },
+  { name: "node-id", default: "random 12 hex at boot", meaning: "cluster mode: this process's name, [a-z0-9-]{1,32}" },
+  { name: "cluster-prefix", default: clusterDefaults.prefix, meaning: "cluster mode: Redis key and channel prefix" },
+  { name: "lease-ttl", default: formatDuration(clusterDefaults.leaseTtl), meaning: "cluster mode: how long a node's claims survive without renewal (>= 3s)" }
 ]
 
 export const flagByName: ReadonlyMap<string, FlagSpec> = new Map(flags.map((f) => [f.name, f]))
@@ -84,6 +88,13 @@ const ACME_KEYS: Readonly<Record<string, string>> = {
   caFile: "acme-ca-file",
   certCache: "cert-cache",
   httpListen: "http-listen"
+}
+
+const CLUSTER_KEYS: Readonly<Record<string, string>> = {
+  redisUrl: "cluster-redis",
+  nodeId: "node-id",
+  prefix: "cluster-prefix",
+  leaseTtl: "lease-ttl"
 }
 
 /**
@@ -101,6 +112,8 @@ export const keyOfField = (
       return sub === "keyFile" ? "tls-key" : "tls-cert"
     case "acme":
       return ACME_KEYS[sub] ?? "domain"
+    case "cluster":
+      return CLUSTER_KEYS[sub] ?? "cluster-redis"
     case "listen":
       return context.acme ? "https-listen" : "listen"
     case "fcmCredentials":

@@ -14,14 +14,17 @@ import { isIPv4, isIPv6 } from "node:net"
 import * as Path from "node:path"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Redacted from "effect/Redacted"
 import * as Result from "effect/Result"
 import * as Schema from "effect/Schema"
 import { checkServiceUrl, parseFcmEndpoint, parseProjectId } from "../push/ServiceAccount.ts"
 import type { FcmCredentials } from "../push/ServiceAccount.ts"
 import type { BootRefusal, Namer } from "./Refusal.ts"
+import { redisUrlProblem } from "./RedisUrl.ts"
+import type { RedisUrl } from "./RedisUrl.ts"
 import { field, refusalFromIssue } from "./Refusal.ts"
 import { LOG_FORMATS, LOG_LEVELS } from "./RelayConfigShape.ts"
-import type { AcmeSettings, ListenAddress, LogFormat, LogLevelName, RelayConfigShape } from "./RelayConfigShape.ts"
+import type { AcmeSettings, ClusterSettings, ListenAddress, LogFormat, LogLevelName, RelayConfigShape } from "./RelayConfigShape.ts"
 import { formatListen, isHostName, isLoopbackLiteral, MAX_DOMAINS, MAX_DURATION_MILLIS, parseDomains, show } from "./Units.ts"
 
 /**
@@ -29,6 +32,8 @@ import { formatListen, isHostName, isLoopbackLiteral, MAX_DOMAINS, MAX_DURATION_
  * config cannot import (the outbox depends on config); a test keeps the two equal.
  */
 export const OUTBOX_ITEM_COST = 64
+
+type Same<A, B> = [A] extends [B] ? [B] extends [A] ? true : false : false
 
 /** A check whose failure is the returned reason (`undefined` passes). */
 const rule = <T>(reason: (value: T) => string | undefined) => Schema.makeFilter<T>((value) => reason(value))
@@ -164,6 +169,31 @@ const Acme = Schema.Struct({
     a.domains !== undefined && a.directoryUrl !== undefined && a.certCache !== undefined && a.httpListen !== undefined
   ))
 
+/** A `Redacted` URL; a refusal describes it without its password (`RedisUrl.ts`). */
+const RedisUrlSchema = Schema.declare(
+  (u: unknown): u is RedisUrl => Redacted.isRedacted(u) && typeof Redacted.value(u) === "string",
+  { expected: "a Redacted redis:// URL (value withheld)" }
+).check(rule((url) => redisUrlProblem(Redacted.value(url))))
+
+/** Shortest lease: below it a renewal (every third) would have less time than one Redis call's deadline. */
+export const MIN_LEASE_TTL_MILLIS = 3_000
+
+const Cluster = Schema.Struct({
+  redisUrl: RedisUrlSchema,
+  nodeId: Schema.String.check(rule((id) =>
+    /^[a-z0-9-]{1,32}$/.test(id) ? undefined : `${show(id)} is not 1 to 32 of a-z, 0-9 and -`
+  )),
+  prefix: Schema.String.check(rule((p) =>
+    /^[A-Za-z0-9._-]{1,64}$/.test(p) ? undefined : `${show(p)} is not 1 to 64 of A-Z, a-z, 0-9, ., _ and -`
+  )),
+  leaseTtl: interval(false).check(rule((d) =>
+    Duration.toMillis(d) < MIN_LEASE_TTL_MILLIS ? `must be at least ${MIN_LEASE_TTL_MILLIS / 1000}s` : undefined
+  ))
+})
+
+const sameCluster: Same<typeof Cluster.Type, ClusterSettings> = true
+void sameCluster
+
 const Fields = Schema.Struct({
   listen: Listen,
   tls: Schema.UndefinedOr(Tls),
@@ -196,7 +226,8 @@ const Fields = Schema.Struct({
   fcmEndpoint: FcmEndpoint,
   pushBurst: count(1),
   pushRefill: interval(false),
-  pushMaxInFlight: count(1)
+  pushMaxInFlight: count(1),
+  cluster: Schema.UndefinedOr(Cluster)
 })
 
 /** Whether two listeners would fight over one port: the same address, or one on every interface. */
@@ -237,7 +268,6 @@ const crossField = (c: typeof Fields.Type): string | undefined => {
 export const RelayConfigSchema = Fields.check(rule(crossField))
 
 // The schema decodes to exactly the service's shape, in both directions.
-type Same<A, B> = [A] extends [B] ? [B] extends [A] ? true : false : false
 const sameShape: Same<typeof RelayConfigSchema.Type, RelayConfigShape> = true
 void sameShape
 

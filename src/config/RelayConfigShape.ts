@@ -3,6 +3,7 @@
  * schema, the command line and the service can all import it without importing each other.
  */
 import * as Duration from "effect/Duration"
+import type { RedisUrl } from "./RedisUrl.ts"
 import type { FcmCredentials } from "../push/ServiceAccount.ts"
 import { DEFAULT_FCM_ENDPOINT, DEFAULT_FCM_PROJECT_ID } from "../push/ServiceAccount.ts"
 
@@ -42,6 +43,27 @@ export const acmeDefaults = {
   /** `""`: every interface. */
   httpsListen: { host: "", port: 443 },
   httpListen: { host: "", port: 80 }
+} as const
+
+/**
+ * Cluster mode (CLUSTER.md §1): this process is one node of a relay coordinated through Redis.
+ * `undefined` in `RelayConfigShape.cluster` is single-process mode, the default.
+ */
+export interface ClusterSettings {
+  /** The Redis URL; may carry a password, so it is only ever shown through `describeRedisUrl`. */
+  readonly redisUrl: RedisUrl
+  /** This process's name in the cluster, `[a-z0-9-]{1,32}`. */
+  readonly nodeId: string
+  /** Key and channel prefix, so several relays can share one Redis. */
+  readonly prefix: string
+  /** How long a node's claims survive without renewal; renewed every third of it. */
+  readonly leaseTtl: Duration.Duration
+}
+
+/** Cluster mode's defaults for what `--cluster-redis` does not give (the node id is drawn at boot). */
+export const clusterDefaults = {
+  prefix: "pyrycode-relay",
+  leaseTtl: Duration.seconds(15)
 } as const
 
 export const LOG_FORMATS = ["json", "pretty"] as const
@@ -101,6 +123,8 @@ export interface RelayConfigShape {
   readonly pushRefill: Duration.Duration
   /** Sends in flight relay-wide. */
   readonly pushMaxInFlight: number
+  /** Cluster mode (`--cluster-redis`), or `undefined`: one process is the whole relay. */
+  readonly cluster: ClusterSettings | undefined
 }
 
 /** SPEC §9 defaults. */
@@ -136,5 +160,6 @@ export const defaults: RelayConfigShape = {
   fcmEndpoint: DEFAULT_FCM_ENDPOINT,
   pushBurst: 6,
   pushRefill: Duration.seconds(10),
-  pushMaxInFlight: 32
+  pushMaxInFlight: 32,
+  cluster: undefined
 }

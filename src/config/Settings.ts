@@ -9,6 +9,7 @@ import * as Effect from "effect/Effect"
 import * as Result from "effect/Result"
 import { NOT_A_KEY, parseFcmEndpoint, parseServiceAccount } from "../push/ServiceAccount.ts"
 import type { FcmCredentials } from "../push/ServiceAccount.ts"
+import { parseRedisUrl } from "./RedisUrl.ts"
 import { BootRefusal } from "./Refusal.ts"
 import { LOG_FORMATS, LOG_LEVELS } from "./RelayConfigShape.ts"
 import type { ListenAddress } from "./RelayConfigShape.ts"
@@ -86,6 +87,10 @@ const parsers = {
   "push-burst": parseCount,
   "push-refill": parseDuration,
   "push-max-in-flight": parseCount,
+  "cluster-redis": parseRedisUrl,
+  "node-id": text,
+  "cluster-prefix": text,
+  "lease-ttl": parseDuration,
   "production": productionFlag,
   "fcm-credentials": serviceAccount
 } satisfies Record<string, (raw: string) => Parsed<unknown>>

@@ -10,6 +10,20 @@ export class NoServer extends Schema.TaggedError<NoServer>()("NoServer", {}) {}
 /** The slot already has the maximum number of phones (SPEC §3.6). */
 export class PhonesAtCap extends Schema.TaggedError<PhonesAtCap>()("PhonesAtCap", {}) {}
 
+/**
+ * Cluster mode: the shared registry (Redis) did not answer a claim or registration in time
+ * (CLUSTER.md §8). The in-memory registry never fails this way.
+ */
+export class RegistryUnavailable extends Schema.TaggedError<RegistryUnavailable>()("RegistryUnavailable", {
+  /** A short code (`ECONNREFUSED`, `deadline`, `not connected`, …), never a message text. */
+  reason: Schema.String
+}) {}
+/**
+ * Cluster mode, until the cross-node data plane exists: the phone's server-id is held by a binary
+ * on another node, which this node cannot yet relay to (docs/cluster.md, "not yet").
+ */
+export class ServerElsewhere extends Schema.TaggedError<ServerElsewhere>()("ServerElsewhere", {}) {}
+
 /** A phone sent something that is not JSON (SPEC §2.1). */
 export class InvalidJson extends Schema.TaggedError<InvalidJson>()("InvalidJson", {
   /** Frames of this read batch not forwarded because of it (the invalid one and those after it). */

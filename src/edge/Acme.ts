@@ -99,7 +99,10 @@ export const makeAcmeOrder = (
   Effect.gen(function*() {
     // Loaded on the first use only: acme-client (with axios) is ~40 MB of RSS a relay without
     // --domain never needs.
-    const acme: typeof AcmeClient = yield* Effect.promise(() => import("acme-client"))
+    const loaded = yield* Effect.promise(() => import("acme-client"))
+    // A CommonJS module: Node's import gives its named exports, the service bundle's chunk
+    // (esbuild `--splitting`) only `default` — the same object either way.
+    const acme: typeof AcmeClient = "Client" in loaded ? loaded : (loaded as { default: typeof AcmeClient }).default
     // The last problem the order in flight ran into (reset at its start): a retried bad nonce
     // followed by a refused connection reports the connection.
     let lastSeen: string | undefined

@@ -18,6 +18,7 @@ import * as Log from "../observability/Log.ts"
 import * as Metrics from "../observability/Metrics.ts"
 import type { Endpoint } from "../observability/Metrics.ts"
 import { limited, makePeerWarnings } from "../observability/PeerWarnings.ts"
+import { Availability } from "../lifecycle/Availability.ts"
 import { Lifecycle } from "../lifecycle/Lifecycle.ts"
 import type * as Session from "../session/Session.ts"
 import type { ConnectionHold } from "./ConnectionHold.ts"
@@ -74,6 +75,7 @@ export const makeAdmission = <R>(wss: WebSocketServer, session: StartSession<R>)
   Effect.gen(function*() {
     const config = yield* RelayConfig
     const lifecycle = yield* Lifecycle
+    const availability = yield* Availability
     const limiter = yield* RateLimiter
     const caps = yield* ConnectionCaps
     /**
@@ -97,6 +99,12 @@ export const makeAdmission = <R>(wss: WebSocketServer, session: StartSession<R>)
         if (endpoint === undefined) return rejected(socket, 404)
         if (lifecycle.isDraining()) {
           yield* Metric.update(Metrics.connectionsRejected.draining, 1)
+          return rejected(socket, 503)
+        }
+        // Cluster mode (CLUSTER.md §8): a claim or registration needs Redis; while it does not
+        // answer, refuse before anything is taken. Always reachable for a single process.
+        if (!availability.registryReachable()) {
+          yield* availability.countUnreachable
           return rejected(socket, 503)
         }
         const ip = clientIp(req.socket.remoteAddress, req.headers["x-forwarded-for"], config.trustXForwardedFor)

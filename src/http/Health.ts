@@ -11,6 +11,7 @@ import * as HttpRouter from "effect/http/HttpRouter"
 import * as HttpServerResponse from "effect/http/HttpServerResponse"
 import { version } from "../config/Version.ts"
 import { Registry } from "../registry/Registry.ts"
+import { Availability } from "../lifecycle/Availability.ts"
 import { Lifecycle } from "../lifecycle/Lifecycle.ts"
 
 const JSON_CONTENT = "application/json; charset=utf-8"
@@ -19,7 +20,10 @@ const NO_STORE = { "cache-control": "no-store" }
 export class RelayHealth extends Context.Service<RelayHealth, {
   /** `/healthz`: status, version, connected binaries and phones, uptime (seconds since the relay started). */
   readonly healthz: Effect.Effect<HttpServerResponse.HttpServerResponse>
-  /** `/readyz`: 200 `ready`, or 503 `draining` once shutdown started. */
+  /**
+   * `/readyz`: 200 `ready`, or 503 `draining` once shutdown started, or (cluster mode) 503
+   * `registry unreachable` while Redis does not answer.
+   */
   readonly readyz: Effect.Effect<HttpServerResponse.HttpServerResponse>
 }>()("pyrycode-relay/RelayHealth") {
   static readonly layer: Layer.Layer<RelayHealth, never, Registry | Lifecycle> = Layer.effect(
@@ -27,6 +31,7 @@ export class RelayHealth extends Context.Service<RelayHealth, {
     Effect.gen(function*() {
       const registry = yield* Registry
       const lifecycle = yield* Lifecycle
+      const availability = yield* Availability
       const startedAt = yield* Clock.currentTimeMillis
       const healthz = Effect.gen(function*() {
         const counts = yield* registry.counts
@@ -36,14 +41,20 @@ export class RelayHealth extends Context.Service<RelayHealth, {
           version,
           connected_binaries: counts.binaries,
           connected_phones: counts.phones,
-          uptime_seconds: uptime
+          uptime_seconds: uptime,
+          // CLUSTER.md §1: only in cluster mode, after SPEC §1.5's keys (their order is kept).
+          ...(availability.nodeId === undefined ? {} : { node_id: availability.nodeId })
         })
         return HttpServerResponse.text(body, { contentType: JSON_CONTENT, headers: NO_STORE })
       })
       const readyz = Effect.sync(() => {
-        const draining = lifecycle.isDraining()
-        return HttpServerResponse.text(JSON.stringify({ status: draining ? "draining" : "ready" }), {
-          status: draining ? 503 : 200,
+        const status = lifecycle.isDraining()
+          ? "draining"
+          : availability.registryReachable()
+          ? "ready"
+          : "registry unreachable"
+        return HttpServerResponse.text(JSON.stringify({ status }), {
+          status: status === "ready" ? 200 : 503,
           contentType: JSON_CONTENT,
           headers: NO_STORE
         })

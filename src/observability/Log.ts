@@ -44,6 +44,13 @@ export type LogEvent =
   | "certificate cache tightened"
   | "certificate cache ignored"
   | "certificate cache write failed"
+  | "cluster redis up"
+  | "cluster redis down"
+  | "node lease lapsed"
+  | "cluster redis call failed"
+  | "cluster batch malformed"
+  | "node id in use"
+  | "claim lost"
 
 /** The allowlisted annotation keys (SPEC §11), plus boot-time config keys. */
 export interface LogFields {
@@ -75,6 +82,12 @@ export interface LogFields {
   readonly cert_cache?: string
   readonly http_listen?: string
   readonly proxy_protocol?: boolean
+  /** CLUSTER.md §1: this node's id (cluster mode). */
+  readonly node_id?: string
+  /** Boot-time cluster settings: the Redis URL only as `describeRedisUrl` writes it (no password). */
+  readonly cluster_redis?: string
+  readonly cluster_prefix?: string
+  readonly lease_ttl?: string
 }
 
 type Level = "Debug" | "Info" | "Warn" | "Error"

@@ -179,6 +179,72 @@ export const pushWakes: Record<PushWakeOutcome, Metric.Counter<number>> = {
   send_failed: counter(PUSH_WAKES, PUSH_WAKES_HELP, { outcome: "send_failed" })
 }
 
+// --- cluster mode (CLUSTER.md §4): created at 0 by the cluster layer, never in single-process mode ---
+
+export const clusterRedisUp = gauge(
+  "pyrycode_relay_cluster_redis_up",
+  "1 while this node's Redis answers, else 0 (cluster mode)."
+)
+
+/** What a Redis call was for; every call that got no answer in time is counted under one of these. */
+export const REDIS_OPS = [
+  "connect",
+  "health",
+  "lease",
+  "claim",
+  "takeover",
+  "release",
+  "expire",
+  "register",
+  "unregister",
+  "lookup",
+  "sync",
+  "index",
+  "sweep",
+  "reap",
+  "publish"
+] as const
+export type RedisOp = typeof REDIS_OPS[number]
+const REDIS_ERRORS = "pyrycode_relay_cluster_redis_errors_total"
+const REDIS_ERRORS_HELP = "Redis calls that failed or missed their deadline, by what they were for (cluster mode)."
+export const clusterRedisErrors: Record<RedisOp, Metric.Counter<number>> = Object.fromEntries(
+  REDIS_OPS.map((op) => [op, counter(REDIS_ERRORS, REDIS_ERRORS_HELP, { op })])
+) as Record<RedisOp, Metric.Counter<number>>
+
+const CLUSTER_MESSAGES = "pyrycode_relay_cluster_messages_total"
+const CLUSTER_MESSAGES_HELP = "Cross-node messages published (out) and received (in) by this node (cluster mode)."
+export const clusterMessages = {
+  out: counter(CLUSTER_MESSAGES, CLUSTER_MESSAGES_HELP, { direction: "out" }),
+  in: counter(CLUSTER_MESSAGES, CLUSTER_MESSAGES_HELP, { direction: "in" })
+} as const
+
+export type ClusterDropReason = "redis_down" | "node_gone" | "queue_full" | "stale_epoch"
+const CLUSTER_DROPPED = "pyrycode_relay_cluster_frames_dropped_total"
+const CLUSTER_DROPPED_HELP = "Cross-node frames dropped, by reason (cluster mode)."
+export const clusterFramesDropped: Record<ClusterDropReason, Metric.Counter<number>> = {
+  redis_down: counter(CLUSTER_DROPPED, CLUSTER_DROPPED_HELP, { reason: "redis_down" }),
+  node_gone: counter(CLUSTER_DROPPED, CLUSTER_DROPPED_HELP, { reason: "node_gone" }),
+  queue_full: counter(CLUSTER_DROPPED, CLUSTER_DROPPED_HELP, { reason: "queue_full" }),
+  stale_epoch: counter(CLUSTER_DROPPED, CLUSTER_DROPPED_HELP, { reason: "stale_epoch" })
+}
+
+/** Connections refused (503 before the upgrade, or closed 1013 after it) because Redis did not answer. */
+export const registryUnreachable = counter(REJECTED, REJECTED_HELP, { reason: "registry_unreachable" })
+
+/** Creates every cluster series at 0; run by the cluster layer at boot. */
+export const touchCluster: Effect.Effect<void> = Effect.forEach(
+  [
+    clusterRedisUp,
+    ...Object.values(clusterRedisErrors),
+    clusterMessages.out,
+    clusterMessages.in,
+    ...Object.values(clusterFramesDropped),
+    registryUnreachable
+  ] as ReadonlyArray<Metric.Metric<number, unknown>>,
+  (metric) => Metric.update(metric, 0),
+  { discard: true }
+)
+
 /** Every series, so boot can create each at 0 (series exist only after their first update). */
 export const allCounters: ReadonlyArray<Metric.Counter<number>> = [
   framesForwardedPhoneToBinary,

@@ -17,6 +17,7 @@ import * as Scope from "effect/Scope"
 import { RelayConfig } from "../config/RelayConfig.ts"
 import * as CloseCodes from "../domain/CloseCodes.ts"
 import { NoServer, PhonesAtCap } from "../domain/Errors.ts"
+import type { RegistryUnavailable, ServerElsewhere } from "../domain/Errors.ts"
 import * as Log from "../observability/Log.ts"
 import * as Metrics from "../observability/Metrics.ts"
 import { type GraceTimer, interruptingTimer } from "./GraceTimer.ts"
@@ -30,12 +31,23 @@ export type ClaimResult =
   | { readonly _tag: "Conflict"; readonly incumbent: BinaryHandle }
   /** The claiming binary's socket is no longer open: it takes nothing (nothing changed). */
   | { readonly _tag: "Gone" }
+  /**
+   * Cluster mode: a live binary on another node holds the slot, and this node cannot probe it
+   * yet (docs/cluster.md): the newcomer is answered 4409 at once. Never from the in-memory registry.
+   */
+  | { readonly _tag: "Held" }
+  /** Cluster mode: the shared registry did not answer; nothing changed. Never from the in-memory registry. */
+  | { readonly _tag: "Unavailable" }
 
 /**
  * `TookOver`: the newcomer holds the slot. `Superseded`: the incumbent no longer holds it (another
  * claim won meanwhile). `Gone`: the newcomer's socket is no longer open; nothing changed.
+ * `Unavailable` (cluster mode only): the shared registry did not answer; nothing changed.
  */
-export type TakeoverResult = "TookOver" | "Superseded" | "Gone"
+export type TakeoverResult = "TookOver" | "Superseded" | "Gone" | "Unavailable"
+
+/** Why a phone could not register; the last two only in cluster mode. */
+export type RegisterError = NoServer | PhonesAtCap | RegistryUnavailable | ServerElsewhere
 
 export interface Counts {
   /** Held slots not in grace. */
@@ -62,7 +74,7 @@ export interface RegistryShape {
   readonly registerPhone: (
     serverId: string,
     make: (connId: string, servedBy: BinaryHandle) => PhoneHandle
-  ) => Effect.Effect<PhoneHandle, NoServer | PhonesAtCap>
+  ) => Effect.Effect<PhoneHandle, RegisterError>
   /** Removes this phone (identity) if it is still registered. */
   readonly unregisterPhone: (phone: PhoneHandle) => Effect.Effect<void>
   /** The live binary of a server-id; `undefined` when none or in grace. */
@@ -94,7 +106,7 @@ export class Registry extends Context.Service<Registry, RegistryShape>()("pyryco
 const RECLAIMED: ClaimResult = { _tag: "Reclaimed" }
 
 /** Closes phones from outside; the frames their outboxes discard are counted under `dropped`. */
-const evict = (
+export const evict = (
   phones: ReadonlyArray<PhoneHandle>,
   close: CloseCodes.CloseCode,
   dropped: Metrics.DropReason

@@ -131,6 +131,60 @@ export class SlotTable {
     return phone
   }
 
+  /**
+   * Cluster mode: a conn_id for a new phone of `serverId`, never one of the slot's live phones
+   * (the shared registry then checks the other nodes' phones of the slot).
+   */
+  issueConnId(serverId: string): string {
+    const phones = this.slots.get(serverId)?.phones
+    return this.connIds.next(serverId, (connId) => phones?.has(connId) ?? false)
+  }
+
+  /** Cluster mode: `register` with a conn_id issued by `issueConnId` (and accepted by the shared registry). */
+  registerAs(
+    serverId: string,
+    connId: string,
+    make: (connId: string, servedBy: BinaryHandle) => PhoneHandle
+  ): PhoneHandle | "NoServer" | "PhonesAtCap" {
+    const slot = this.slots.get(serverId)
+    if (slot === undefined) return "NoServer"
+    if (slot.phones.size >= this.maxPhonesPerServer || slot.phones.has(connId)) return "PhonesAtCap"
+    const phone = make(connId, slot.binary)
+    slot.phones.set(connId, phone)
+    this.phoneCount++
+    return phone
+  }
+
+  /** The slot's binary and grace token (`undefined` when live), or `undefined` when there is no slot. */
+  holderOf(serverId: string): { readonly binary: BinaryHandle; readonly grace: GraceToken | undefined } | undefined {
+    return this.slots.get(serverId)
+  }
+
+  /** The conn_ids of the slot's phones (cluster mode: what the shared registry may keep of this node's). */
+  phoneIds(serverId: string): Array<string> {
+    const phones = this.slots.get(serverId)?.phones
+    return phones === undefined ? [] : [...phones.keys()]
+  }
+
+  /**
+   * Cluster mode: the shared registry says this slot is no longer this node's (another claim won
+   * elsewhere). The slot is removed, grace and all; its binary and phones are returned, to close.
+   */
+  drop(serverId: string): { readonly binary: BinaryHandle; readonly phones: ReadonlyArray<PhoneHandle> } | undefined {
+    const slot = this.slots.get(serverId)
+    if (slot === undefined) return undefined
+    this.cancelGrace(slot)
+    this.slots.delete(serverId)
+    return { binary: slot.binary, phones: this.takePhones(slot) }
+  }
+
+  /** Every binary that holds its slot live (cluster mode's drain hands them to grace first). */
+  liveHolders(): Array<BinaryHandle> {
+    const binaries: Array<BinaryHandle> = []
+    for (const slot of this.slots.values()) if (slot.grace === undefined) binaries.push(slot.binary)
+    return binaries
+  }
+
   /** Removes this phone (identity) if it is still registered; `false` if it was not. */
   unregister(phone: PhoneHandle): boolean {
     const slot = this.slots.get(phone.serverId)

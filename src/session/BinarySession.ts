@@ -21,7 +21,8 @@ import { ConnectionWatcher, watchOptions } from "../liveness/ConnectionWatcher.t
 import * as Log from "../observability/Log.ts"
 import * as Metrics from "../observability/Metrics.ts"
 import type { BinaryHandle } from "../registry/Handles.ts"
-import { Registry, type RegistryShape } from "../registry/Registry.ts"
+import { type ClaimResult, Registry, type RegistryShape } from "../registry/Registry.ts"
+import { Availability } from "../lifecycle/Availability.ts"
 import { Lifecycle } from "../lifecycle/Lifecycle.ts"
 import { endConnection, guardTeardown, type SessionLabel } from "./SessionEnd.ts"
 
@@ -30,8 +31,11 @@ export interface BinaryInfo {
   readonly version: string
 }
 
-/** `gone`: the newcomer left before it could hold the slot (nothing to answer, nothing counted). */
-type ClaimOutcome = "holder" | "rejected" | "draining" | "gone"
+/**
+ * `gone`: the newcomer left before it could hold the slot (nothing to answer, nothing counted).
+ * `unavailable` (cluster mode): the shared registry did not answer; the newcomer is closed 1013.
+ */
+type ClaimOutcome = "holder" | "rejected" | "draining" | "gone" | "unavailable"
 
 type ProbeAnswer = "alive" | "dead" | "draining" | "gone"
 
@@ -82,8 +86,34 @@ const resolveConflict = Effect.fnUntraced(function*(binary: BinaryHandle, incumb
     (result, exit) =>
       result === "TookOver" ? leaveSlot(registry, binary, label, exit, config.closeTimeout) : Effect.void
   )
-  return (takeover === "TookOver" ? "holder" : takeover === "Gone" ? "gone" : "rejected") satisfies ClaimOutcome
+  switch (takeover) {
+    case "TookOver":
+      return "holder" satisfies ClaimOutcome
+    case "Gone":
+      return "gone" satisfies ClaimOutcome
+    case "Superseded":
+      return "rejected" satisfies ClaimOutcome
+    case "Unavailable":
+      return "unavailable" satisfies ClaimOutcome
+  }
 })
+
+/** What a claim's answer means for the newcomer, before any probe. */
+const claimOutcome = (claim: ClaimResult): ClaimOutcome | "conflict" => {
+  switch (claim._tag) {
+    case "Claimed":
+    case "Reclaimed":
+      return "holder"
+    case "Conflict":
+      return "conflict"
+    case "Gone":
+      return "gone"
+    case "Held":
+      return "rejected"
+    case "Unavailable":
+      return "unavailable"
+  }
+}
 
 /**
  * Claims the slot (SPEC §3.2) and arms the watch; returns what runs for the rest of the binary's
@@ -111,13 +141,19 @@ export const setUpBinary = Effect.fnUntraced(
           ? leaveSlot(registry, binary, label, exit, config.closeTimeout)
           : Effect.void
     )
-    const outcome: ClaimOutcome = claim._tag === "Conflict"
+    const first = claimOutcome(claim)
+    const outcome: ClaimOutcome = first === "conflict" && claim._tag === "Conflict"
       ? yield* resolveConflict(binary, claim.incumbent, label)
-      : claim._tag === "Gone"
-      ? "gone"
-      : "holder"
+      : first === "conflict"
+      ? "rejected"
+      : first
     // A newcomer that left: nobody to answer, nothing counted.
     if (outcome === "gone") return conn.closed
+    if (outcome === "unavailable") {
+      yield* (yield* Availability).countUnreachable
+      yield* conn.close(CloseCodes.RegistryUnavailable)
+      return conn.closed
+    }
     if (outcome !== "holder") {
       if (outcome === "rejected") {
         yield* Metric.update(Metrics.upgradeAttempts.server.reject_409, 1)

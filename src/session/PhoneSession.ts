@@ -21,7 +21,8 @@ import { ConnectionWatcher, watchOptions } from "../liveness/ConnectionWatcher.t
 import * as Log from "../observability/Log.ts"
 import * as Metrics from "../observability/Metrics.ts"
 import type { PhoneHandle } from "../registry/Handles.ts"
-import { Registry, type RegistryShape } from "../registry/Registry.ts"
+import { type RegisterError, Registry, type RegistryShape } from "../registry/Registry.ts"
+import { Availability, type AvailabilityShape } from "../lifecycle/Availability.ts"
 import { endConnection, guardTeardown, reportFailure, type SessionLabel } from "./SessionEnd.ts"
 
 export interface PhoneInfo {
@@ -38,6 +39,44 @@ const CLOSE_FOR: { readonly [Tag in PhoneForwardError["_tag"]]: CloseCodes.Close
   InvalidJson: CloseCodes.Normal,
   NoBinary: CloseCodes.Normal,
   BinaryWriteFailed: CloseCodes.BinaryBacklogFull
+}
+
+/**
+ * How each registration failure is answered (SPEC §3.6; CLUSTER.md for the last two): what it
+ * counts, the `phone rejected` reason, the close. A new failure without an answer does not compile.
+ */
+const REFUSAL: {
+  readonly [Tag in RegisterError["_tag"]]: {
+    readonly count: (availability: AvailabilityShape) => Effect.Effect<void>
+    readonly reason: string
+    readonly close: CloseCodes.CloseCode
+  }
+} = {
+  NoServer: {
+    count: () =>
+      Effect.andThen(
+        Metric.update(Metrics.upgradeAttempts.client.reject_404, 1),
+        Metric.update(Metrics.registerFailures.no_server, 1)
+      ),
+    reason: "no server",
+    close: CloseCodes.NoServer
+  },
+  PhonesAtCap: {
+    count: () =>
+      Effect.andThen(
+        Metric.update(Metrics.upgradeAttempts.client.reject_429, 1),
+        Metric.update(Metrics.registerFailures.phones_at_cap, 1)
+      ),
+    reason: "at cap",
+    close: CloseCodes.PhonesAtCap
+  },
+  // Cluster mode: not an upgrade outcome (SPEC's twelve stay as they are), like a 503 before it.
+  RegistryUnavailable: {
+    count: (availability) => availability.countUnreachable,
+    reason: "registry unavailable",
+    close: CloseCodes.RegistryUnavailable
+  },
+  ServerElsewhere: { count: () => Effect.void, reason: "binary on another node", close: CloseCodes.ServerElsewhere }
 }
 
 /**
@@ -143,14 +182,12 @@ export const setUpPhone = Effect.fnUntraced(
     ))
     if (Exit.isFailure(registered)) {
       const error = registered.cause.reasons.find((r) => r._tag === "Fail")?.error
-      const noServer = error?._tag === "NoServer"
-      yield* Metric.update(Metrics.upgradeAttempts.client[noServer ? "reject_404" : "reject_429"], 1)
-      yield* Metric.update(Metrics.registerFailures[noServer ? "no_server" : "phones_at_cap"], 1)
-      yield* Log.info("phone rejected", {
-        server_id: info.serverId,
-        reason: noServer ? "no server" : "at cap"
-      })
-      yield* conn.close(noServer ? CloseCodes.NoServer : CloseCodes.PhonesAtCap)
+      // Interrupted or a defect: not a refusal, and not the session's to answer.
+      if (error === undefined) return yield* Effect.orDie(Effect.failCause(registered.cause))
+      const refusal = REFUSAL[error._tag]
+      yield* refusal.count(yield* Availability)
+      yield* Log.info("phone rejected", { server_id: info.serverId, reason: refusal.reason })
+      yield* conn.close(refusal.close)
       return conn.closed
     }
     const phone = registered.value

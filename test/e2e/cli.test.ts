@@ -54,6 +54,11 @@ const FLAGS = [
   "push-burst",
   "push-refill",
   "push-max-in-flight",
+  // CLUSTER.md §1
+  "cluster-redis",
+  "node-id",
+  "cluster-prefix",
+  "lease-ttl",
   "version",
   "help"
 ]

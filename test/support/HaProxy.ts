@@ -46,29 +46,49 @@ const waitUntilServing = async (port: number, child: ChildProcess, output: () =>
  * HAProxy listening on a free loopback port, forwarding every connection to `backendPort` (a
  * relay answering `/healthz` in plain HTTP), resolved once a request through it was answered.
  */
-export const startHaProxy = async (backendPort: number): Promise<HaProxy> => {
+export const startHaProxy = async (backendPort: number): Promise<HaProxy> =>
+  runHaProxy((port) => [
+    "defaults",
+    "    mode tcp",
+    "    timeout connect 5s",
+    "    timeout client 1m",
+    "    timeout server 1m",
+    "frontend relay_in",
+    `    bind 127.0.0.1:${port}`,
+    "    default_backend relay",
+    "backend relay",
+    `    server relay1 127.0.0.1:${backendPort} send-proxy-v2`
+  ])
+
+/**
+ * HAProxy in HTTP mode in front of several relays, balancing on `X-Pyrycode-Server` with
+ * consistent hashing and checking `/readyz`: the configuration docs/cluster.md gives.
+ */
+export const startHaProxyByServerId = async (backendPorts: ReadonlyArray<number>): Promise<HaProxy> =>
+  runHaProxy((port) => [
+    "defaults",
+    "    mode http",
+    "    timeout connect 5s",
+    "    timeout client 1m",
+    "    timeout server 1m",
+    "    timeout tunnel 1h",
+    "frontend relay_in",
+    `    bind 127.0.0.1:${port}`,
+    "    default_backend relay",
+    "backend relay",
+    "    balance hdr(X-Pyrycode-Server)",
+    "    hash-type consistent",
+    "    option httpchk GET /readyz",
+    "    http-check expect status 200",
+    ...backendPorts.map((p, i) => `    server relay${i} 127.0.0.1:${p} check inter 500ms fall 2 rise 1`)
+  ])
+
+const runHaProxy = async (lines: (port: number) => ReadonlyArray<string>): Promise<HaProxy> => {
   if (haproxyBinary === undefined) throw new Error("haproxy is not installed")
   const port = await freePort()
   const dir = mkdtempSync(Path.join(Os.tmpdir(), "relay-haproxy-"))
   const config = Path.join(dir, "haproxy.cfg")
-  writeFileSync(
-    config,
-    [
-      "global",
-      "    maxconn 512",
-      "defaults",
-      "    mode tcp",
-      "    timeout connect 5s",
-      "    timeout client 1m",
-      "    timeout server 1m",
-      "frontend relay_in",
-      `    bind 127.0.0.1:${port}`,
-      "    default_backend relay",
-      "backend relay",
-      `    server relay1 127.0.0.1:${backendPort} send-proxy-v2`,
-      ""
-    ].join("\n")
-  )
+  writeFileSync(config, ["global", "    maxconn 512", ...lines(port), ""].join("\n"))
   // -db: stay in the foreground, so the test owns the process.
   const child = spawn(haproxyBinary, ["-db", "-f", config], { stdio: ["ignore", "pipe", "pipe"] })
   let text = ""

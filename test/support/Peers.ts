@@ -111,3 +111,12 @@ export const eventually = async (check: () => boolean | Promise<boolean>, timeou
     await sleep(20)
   }
 }
+
+/** The peer's close, or a failure naming what was waited for when none comes within `timeoutMs`. */
+export const closedWithin = (peer: Peer, timeoutMs = 5000): Promise<{ code: number; reason: string }> =>
+  Promise.race([
+    peer.closed,
+    sleep(timeoutMs).then(() => {
+      throw new Error(`not closed within ${timeoutMs} ms (${peer.messages.length} messages received)`)
+    })
+  ])

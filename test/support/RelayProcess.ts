@@ -66,11 +66,25 @@ const cleanEnv = (): Record<string, string> => {
   return env
 }
 
+/**
+ * Set by a test file that runs other files' cases in cluster mode (`cluster-same-node.test.ts`):
+ * then every relay this test process starts is a one-node cluster on that Redis, under a key
+ * prefix of its own, so relays of different files never share a server-id.
+ */
+export const CLUSTER_REDIS_FOR_TESTS = "PYRYCODE_TEST_CLUSTER_REDIS"
+export const clusterRedisForTests = (): string | undefined => process.env[CLUSTER_REDIS_FOR_TESTS]
+
 export const startRelay = async (flags: ReadonlyArray<string> = [], options: RunOptions = {}): Promise<RelayProcess> => {
   const port = await freePort()
-  const metricsPort = await freePort()
+  // Two probes in a row may be handed the same free port.
+  let metricsPort = await freePort()
+  while (metricsPort === port) metricsPort = await freePort()
   // Every test client dials from 127.0.0.1: tests that are not about the rate limit turn it off.
   const rateLimit = flags.includes("--rate-limit-burst") ? [] : ["--rate-limit-burst", "0"]
+  const clusterUrl = clusterRedisForTests()
+  const cluster = clusterUrl === undefined || flags.includes("--cluster-redis")
+    ? []
+    : ["--cluster-redis", clusterUrl, "--cluster-prefix", `test-${port}`]
   const child = spawn(
     NODE,
     [
@@ -80,6 +94,7 @@ export const startRelay = async (flags: ReadonlyArray<string> = [], options: Run
       "--metrics-listen",
       `127.0.0.1:${metricsPort}`,
       ...rateLimit,
+      ...cluster,
       ...flags
     ],
     { cwd: ROOT, env: { ...cleanEnv(), ...options.env }, stdio: ["ignore", "pipe", "pipe"] }

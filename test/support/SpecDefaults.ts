@@ -39,7 +39,8 @@ export const SPEC_DEFAULTS = {
   fcmEndpoint: "https://fcm.googleapis.com",
   pushBurst: 6,
   pushRefill: 10_000,
-  pushMaxInFlight: 32
+  pushMaxInFlight: 32,
+  cluster: undefined
 } as const
 
 /** `config` with every duration in milliseconds. */
@@ -85,5 +86,10 @@ export const HELP_DEFAULTS: Readonly<Record<string, string>> = {
   "fcm-endpoint": "https://fcm.googleapis.com",
   "push-burst": "6",
   "push-refill": "10s",
-  "push-max-in-flight": "32"
+  "push-max-in-flight": "32",
+  // CLUSTER.md §1
+  "cluster-redis": "unset",
+  "node-id": "random 12 hex at boot",
+  "cluster-prefix": "pyrycode-relay",
+  "lease-ttl": "15s"
 }

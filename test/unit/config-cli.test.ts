@@ -108,7 +108,8 @@ describe("loadRelayConfig", () => {
         fcmEndpoint: "http://127.0.0.1:8999",
         pushBurst: 3,
         pushRefill: Duration.seconds(2),
-        pushMaxInFlight: 4
+        pushMaxInFlight: 4,
+        cluster: undefined
       }
       assert.deepStrictEqual(plain(c), plain(expected))
     }))

@@ -1,0 +1,191 @@
+/**
+ * The cross-node plane (CLUSTER.md §3): one inbox channel per node, `<prefix>:inbox:<node-id>`.
+ * What a node has for another is queued per destination and published at the end of the
+ * event-loop turn as one batch (`Wire.ts`): one `PUBLISH` per destination per turn, whatever the
+ * number of messages. Each destination's queue is bounded by bytes; a message that does not fit
+ * is dropped and counted (`queue_full`), as are the messages of a batch Redis did not take
+ * (`redis_down`) or that reached no subscriber (`node_gone`: the node is gone — and a probe
+ * waiting on it is answered at once).
+ *
+ * Today it carries the conflict probe through the holder's node and the word that a claim was
+ * taken over; frames do not cross nodes yet (docs/cluster.md).
+ */
+import * as Clock from "effect/Clock"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as FiberSet from "effect/FiberSet"
+import * as Metric from "effect/Metric"
+import type * as Scope from "effect/Scope"
+import { atTurnEnd } from "../node/TurnEnd.ts"
+import * as Log from "../observability/Log.ts"
+import * as Metrics from "../observability/Metrics.ts"
+import type { ClusterRedisShape } from "./ClusterRedis.ts"
+import * as Wire from "./Wire.ts"
+
+/** What this node answers for the others. */
+export interface PlaneHandlers {
+  /** The conflict probe, here: whether the live binary of claim `epoch` answered a ping in time. */
+  readonly probeLocal: (serverId: string, epoch: string) => Effect.Effect<boolean>
+  /** Another node took claim `epoch` over: its binary and phones here are closed as in a takeover. */
+  readonly claimLost: (serverId: string, epoch: string) => Effect.Effect<void>
+}
+
+/** `gone`: nobody listens on that node's inbox (the node is dead). */
+export type ProbeAnswer = "alive" | "dead" | "gone"
+
+export interface PlaneShape {
+  /** Asks `node` to probe its binary of claim `epoch`; `dead` too when no answer comes within `timeout`. */
+  readonly probe: (node: string, serverId: string, epoch: string, timeout: Duration.Duration) => Effect.Effect<ProbeAnswer>
+  /** Tells `node` that this node took claim `epoch` over (queued, best effort). */
+  readonly tellLost: (node: string, serverId: string, epoch: string) => void
+}
+
+/** How soon a probe is sent again to a node that holds its lease but had nobody on its inbox. */
+const ASK_AGAIN = Duration.millis(250)
+/** How long a node that holds its lease may have nobody on its inbox before it counts as gone. */
+export const RECONNECT_ALLOWANCE = Duration.seconds(2)
+
+/** Bytes queued for one destination before messages for it are dropped. */
+export const QUEUE_BYTES = 8 * 1024 * 1024
+
+interface Outgoing {
+  parts: Array<Buffer>
+  bytes: number
+}
+
+export const inboxChannel = (prefix: string, nodeId: string): string => `${prefix}:inbox:${nodeId}`
+
+export const makePlane = (options: {
+  readonly redis: ClusterRedisShape
+  readonly prefix: string
+  readonly nodeId: string
+  /** Read when a message arrives (the registry is built after the plane; until then, none). */
+  readonly handlers: () => PlaneHandlers | undefined
+  /** Whether a node holds its lease: a node whose inbox nobody listens on is gone only if not. */
+  readonly nodeAlive: (node: string) => Effect.Effect<boolean, unknown>
+}): Effect.Effect<PlaneShape, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const { redis, nodeId } = options
+    const fibers = yield* FiberSet.make()
+    const run = yield* FiberSet.runtime(fibers)()
+    const outgoing = new Map<string, Outgoing>()
+    const pending = new Map<number, { readonly node: string; readonly answer: Deferred.Deferred<ProbeAnswer> }>()
+    let nextId = 0
+
+    const drop = (reason: Metrics.ClusterDropReason, messages: number) =>
+      Metric.update(Metrics.clusterFramesDropped[reason], messages)
+
+    /** Every probe waiting on `node` learns that it is gone. */
+    const gone = (node: string) => {
+      for (const [id, waiting] of pending) {
+        if (waiting.node !== node) continue
+        pending.delete(id)
+        Deferred.doneUnsafe(waiting.answer, Effect.succeed("gone" as const))
+      }
+    }
+
+    const publish = (node: string, batch: Outgoing) =>
+      Effect.gen(function*() {
+        const messages = batch.parts.length
+        const receivers = yield* Effect.exit(redis.publish(inboxChannel(options.prefix, node), Buffer.concat(batch.parts, batch.bytes)))
+        if (receivers._tag === "Failure") return yield* drop("redis_down", messages)
+        if (receivers.value === 0) {
+          gone(node)
+          return yield* drop("node_gone", messages)
+        }
+        yield* Metric.update(Metrics.clusterMessages.out, messages)
+      })
+
+    /** At the end of the turn: one batch per destination. */
+    const flush = {
+      turnEnded: () => {
+        for (const [node, batch] of outgoing) run(publish(node, batch))
+        outgoing.clear()
+      }
+    }
+
+    const send = (node: string, message: Wire.Message): void => {
+      const record = Wire.encode(message)
+      let queue = outgoing.get(node)
+      if (queue === undefined) {
+        if (outgoing.size === 0) atTurnEnd(flush)
+        queue = { parts: [], bytes: 0 }
+        outgoing.set(node, queue)
+      }
+      if (queue.bytes + record.length > QUEUE_BYTES) {
+        run(drop("queue_full", 1))
+        return
+      }
+      queue.parts.push(record)
+      queue.bytes += record.length
+    }
+
+    const receive = (batch: Buffer): void => {
+      const { messages, dropped } = Wire.decode(batch)
+      run(Metric.update(Metrics.clusterMessages.in, messages.length))
+      // Only nodes publish here; a batch cut short is a bug or a foreign publisher, said once per batch.
+      if (dropped > 0) run(Log.warn("cluster batch malformed"))
+      for (const message of messages) {
+        switch (message._tag) {
+          case "ProbeAnswer": {
+            const waiting = pending.get(message.id)
+            if (waiting === undefined) break
+            pending.delete(message.id)
+            Deferred.doneUnsafe(waiting.answer, Effect.succeed(message.alive ? "alive" as const : "dead" as const))
+            break
+          }
+          case "Probe": {
+            const handlers = options.handlers()
+            const alive = handlers === undefined ? Effect.succeed(false) : handlers.probeLocal(message.serverId, message.epoch)
+            run(Effect.map(alive, (alive) => send(message.replyTo, { _tag: "ProbeAnswer", id: message.id, alive })))
+            break
+          }
+          case "ClaimLost": {
+            const handlers = options.handlers()
+            if (handlers !== undefined) run(handlers.claimLost(message.serverId, message.epoch))
+            break
+          }
+        }
+      }
+    }
+
+    yield* redis.subscribe(inboxChannel(options.prefix, nodeId), receive)
+
+    const ask = (node: string, serverId: string, epoch: string, timeout: Duration.Duration) =>
+      Effect.gen(function*() {
+        const id = nextId = (nextId + 1) >>> 0
+        const answer = yield* Deferred.make<ProbeAnswer>()
+        pending.set(id, { node, answer })
+        send(node, { _tag: "Probe", id, serverId, epoch, replyTo: nodeId })
+        return yield* Deferred.await(answer).pipe(
+          Effect.timeoutOrElse({ duration: timeout, orElse: () => Effect.succeed("dead" as const) }),
+          Effect.ensuring(Effect.sync(() => pending.delete(id)))
+        )
+      })
+
+    /**
+     * Nobody on the node's inbox: gone if its lease lapsed too. A node that still holds its lease
+     * may be reconnecting its inbox (Redis restarted, a blip): it is asked again for up to
+     * `RECONNECT_ALLOWANCE`, then counted gone (a killed node's lease outlives it by up to a TTL).
+     */
+    const probe = (node: string, serverId: string, epoch: string, timeout: Duration.Duration) =>
+      Effect.gen(function*() {
+        const start = yield* Clock.currentTimeMillis
+        const deadline = start + Duration.toMillis(timeout)
+        while (true) {
+          const now = yield* Clock.currentTimeMillis
+          if (now >= deadline) return "dead" as const
+          const answer = yield* ask(node, serverId, epoch, Duration.millis(deadline - now))
+          if (answer !== "gone") return answer
+          const alive = yield* Effect.orElseSucceed(options.nodeAlive(node), () => true)
+          if (!alive || (yield* Clock.currentTimeMillis) - start >= Duration.toMillis(RECONNECT_ALLOWANCE)) return "gone" as const
+          yield* Effect.sleep(ASK_AGAIN)
+        }
+      })
+
+    return {
+      probe,
+      tellLost: (node, serverId, epoch) => send(node, { _tag: "ClaimLost", serverId, epoch })
+    } satisfies PlaneShape
+  })

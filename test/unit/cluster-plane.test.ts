@@ -1,0 +1,161 @@
+/**
+ * The cross-node plane (`src/cluster/Plane.ts`) over an in-memory pub/sub with `PUBLISH`'s
+ * answer (how many subscribers got it): messages of one turn leave as one batch per destination;
+ * a probe is answered through the holder's node; nobody on a node's inbox is "gone" at once when
+ * its lease lapsed, and only after the reconnect allowance while it still holds it; drops are
+ * counted by reason.
+ */
+import { assert, describe, it } from "@effect/vitest"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
+import * as Scope from "effect/Scope"
+import { TestClock } from "effect/testing"
+import type { ClusterRedisShape } from "../../src/cluster/ClusterRedis.ts"
+import { makePlane, type PlaneHandlers, QUEUE_BYTES } from "../../src/cluster/Plane.ts"
+import { decode } from "../../src/cluster/Wire.ts"
+import { RegistryUnavailable } from "../../src/domain/Errors.ts"
+import * as Metrics from "../../src/observability/Metrics.ts"
+import { count, isolated } from "../support/Core.ts"
+
+/** One turn of the event loop: what the plane queued is published. */
+const nextTurn = Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))
+
+const makeBus = () => {
+  const channels = new Map<string, (payload: Buffer) => void>()
+  const published: Array<{ channel: string; payload: Buffer }> = []
+  let down = false
+  const redis = (): ClusterRedisShape => ({
+    publish: (channel, payload) =>
+      Effect.suspend(() => {
+        if (down) return Effect.fail(new RegistryUnavailable({ reason: "down" }))
+        published.push({ channel, payload })
+        const listener = channels.get(channel)
+        if (listener !== undefined) queueMicrotask(() => listener(payload))
+        return Effect.succeed(listener === undefined ? 0 : 1)
+      }),
+    subscribe: (channel, onMessage) =>
+      Effect.andThen(
+        Effect.sync(() => channels.set(channel, onMessage)),
+        Effect.addFinalizer(() => Effect.sync(() => channels.delete(channel)))
+      ),
+    isUp: () => true,
+    send: () => Effect.die("unused"),
+    eval: () => () => Effect.die("unused"),
+    redisTimeMillis: Effect.succeed(0),
+    generation: () => 0,
+    nextGeneration: Effect.never,
+    nextSubscriberStart: Effect.never
+  })
+  return { redis, published, channels, setDown: (d: boolean) => (down = d) }
+}
+
+const node = (
+  bus: ReturnType<typeof makeBus>,
+  nodeId: string,
+  options: { readonly alive?: boolean; readonly handlers?: PlaneHandlers; readonly leases?: Set<string> } = {}
+) =>
+  makePlane({
+    redis: bus.redis(),
+    prefix: "p",
+    nodeId,
+    handlers: () => options.handlers,
+    nodeAlive: (other) => Effect.succeed(options.leases?.has(other) ?? false)
+  })
+
+const answering = (alive: boolean): PlaneHandlers => ({
+  probeLocal: () => Effect.succeed(alive),
+  claimLost: () => Effect.void
+})
+
+describe("cluster plane", () => {
+  it.effect("messages of one turn to one node leave as one batch; a probe is answered through the holder's node", () =>
+    isolated(Effect.gen(function*() {
+      const bus = makeBus()
+      const a = yield* node(bus, "a")
+      yield* node(bus, "b", { handlers: answering(true) })
+      const probes = yield* Effect.forkChild(Effect.all([
+        a.probe("b", "s1", "1", Duration.seconds(10)),
+        a.probe("b", "s2", "2", Duration.seconds(10))
+      ], { concurrency: "unbounded" }))
+      yield* nextTurn
+      yield* nextTurn
+      yield* nextTurn
+      assert.deepStrictEqual(yield* Fiber.join(probes), ["alive", "alive"])
+      const toB = bus.published.filter((p) => p.channel === "p:inbox:b")
+      assert.strictEqual(toB.length, 1)
+      assert.strictEqual(decode(toB[0]!.payload).messages.length, 2)
+      assert.strictEqual(yield* count(Metrics.clusterMessages.out), 4)
+      assert.strictEqual(yield* count(Metrics.clusterMessages.in), 4)
+    })))
+
+  it.effect("a node whose lease lapsed and whose inbox nobody listens on is gone at once", () =>
+    isolated(Effect.gen(function*() {
+      const bus = makeBus()
+      const a = yield* node(bus, "a")
+      const probe = yield* Effect.forkChild(a.probe("b", "s", "1", Duration.seconds(10)))
+      yield* nextTurn
+      yield* nextTurn
+      assert.strictEqual(yield* Fiber.join(probe), "gone")
+      assert.strictEqual(yield* count(Metrics.clusterFramesDropped.node_gone), 1)
+    })))
+
+  it.effect("a node that holds its lease but has nobody on its inbox is asked again, and gone only after the allowance", () =>
+    isolated(Effect.gen(function*() {
+      const bus = makeBus()
+      const a = yield* node(bus, "a", { leases: new Set(["b"]) })
+      const probe = yield* Effect.forkChild(a.probe("b", "s", "1", Duration.seconds(10)))
+      for (let i = 0; i < 4; i++) {
+        yield* nextTurn
+        yield* TestClock.adjust("250 millis")
+      }
+      assert.isUndefined(probe.pollUnsafe())
+      // Its inbox is back (a reconnect): the next ask is answered.
+      const scope = yield* Scope.make()
+      yield* node(bus, "b", { handlers: answering(false) }).pipe(Scope.provide(scope))
+      for (let i = 0; i < 3; i++) {
+        yield* nextTurn
+        yield* TestClock.adjust("250 millis")
+      }
+      assert.strictEqual(yield* Fiber.join(probe), "dead")
+      // And without it, the allowance runs out: gone.
+      yield* Scope.close(scope, (yield* Effect.exit(Effect.void)))
+      const again = yield* Effect.forkChild(a.probe("b", "s", "1", Duration.seconds(10)))
+      for (let i = 0; i < 12; i++) {
+        yield* nextTurn
+        yield* TestClock.adjust("250 millis")
+      }
+      assert.strictEqual(yield* Fiber.join(again), "gone")
+    })))
+
+  it.effect("no answer within the timeout is dead; Redis not answering drops the batch, counted", () =>
+    isolated(Effect.gen(function*() {
+      const bus = makeBus()
+      const a = yield* node(bus, "a")
+      yield* node(bus, "b") // subscribed, but no handlers yet: answers `alive: false`
+      bus.setDown(true)
+      const probe = yield* Effect.forkChild(a.probe("b", "s", "1", Duration.seconds(1)))
+      yield* nextTurn
+      yield* TestClock.adjust("1 second")
+      assert.strictEqual(yield* Fiber.join(probe), "dead")
+      assert.strictEqual(yield* count(Metrics.clusterFramesDropped.redis_down), 1)
+    })))
+
+  it.effect("a destination's queue is bounded by bytes: what does not fit is dropped, counted", () =>
+    isolated(Effect.gen(function*() {
+      const bus = makeBus()
+      const a = yield* node(bus, "a")
+      yield* node(bus, "b")
+      // ClaimLost records of ~64 KiB server-ids fill the 8 MiB queue after ~128 of them.
+      const big = "x".repeat(65_000)
+      for (let i = 0; i < 200; i++) a.tellLost("b", big, `${i}`)
+      yield* nextTurn
+      yield* nextTurn
+      const sent = bus.published.filter((p) => p.channel === "p:inbox:b")
+      assert.strictEqual(sent.length, 1)
+      assert.isAtMost(sent[0]!.payload.length, QUEUE_BYTES)
+      const delivered = decode(sent[0]!.payload).messages.length
+      assert.strictEqual(delivered + (yield* count(Metrics.clusterFramesDropped.queue_full)), 200)
+      assert.isAbove(yield* count(Metrics.clusterFramesDropped.queue_full), 0)
+    })))
+})
