@@ -42,14 +42,14 @@ import * as PushWake from "./push/PushWake.ts"
 export { routes } from "./http/Health.ts"
 
 /**
- * The registry: in memory (the default), or, with `cluster` settings (CLUSTER.md), the cluster
- * layer, whose module — and node-redis with it — is loaded only then. The cluster layer also
- * provides `Availability` (Redis's health for `/readyz` and the upgrade gate).
+ * The registry and the per-IP rate limit: in memory (the default), or, with `cluster` settings
+ * (CLUSTER.md), the cluster layer, whose module — and node-redis with it — is loaded only then.
+ * The cluster layer also provides `Availability` (Redis's health for `/readyz` and the gate).
  */
-const RegistryLayer: Layer.Layer<Registry, never, RelayConfig> = Layer.unwrap(
+const SharedState: Layer.Layer<Registry | RateLimiter, never, RelayConfig> = Layer.unwrap(
   Effect.gen(function*() {
     const config = yield* RelayConfig
-    if (config.cluster === undefined) return Registry.layer
+    if (config.cluster === undefined) return Layer.merge(Registry.layer, RateLimiter.layer)
     const cluster = yield* Effect.promise(() => import("./cluster/ClusterLayer.ts"))
     return cluster.layer(config.cluster)
   })
@@ -60,11 +60,10 @@ const RegistryLayer: Layer.Layer<Registry, never, RelayConfig> = Layer.unwrap(
  * watcher (heartbeat and deadlines of every connection), the limits.
  */
 export const RelayCore = Layer.mergeAll(
-  RegistryLayer,
+  SharedState,
   Ledger.layer,
   Lifecycle.layer,
   ConnectionWatcher.layer,
-  RateLimiter.layer,
   ConnectionCaps.layer
 )
 

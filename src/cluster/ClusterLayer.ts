@@ -13,7 +13,9 @@ import { RelayConfig } from "../config/RelayConfig.ts"
 import type { ClusterSettings } from "../config/RelayConfigShape.ts"
 import { Availability } from "../lifecycle/Availability.ts"
 import * as Metrics from "../observability/Metrics.ts"
+import { RateLimiter } from "../limits/RateLimiter.ts"
 import { Registry } from "../registry/Registry.ts"
+import { makeClusterRateLimiter } from "./ClusterRateLimiter.ts"
 import * as ClusterRedis from "./ClusterRedis.ts"
 import { makeClusterRegistry } from "./ClusterRegistry.ts"
 import { clusterKeys } from "./Keys.ts"
@@ -75,7 +77,14 @@ const clusterRegistry = (settings: ClusterSettings) =>
           redisTimeMillis: redis.redisTimeMillis
         }).run
       )
+      const limiter = yield* makeClusterRateLimiter({
+        burst: config.rateLimitBurst,
+        refill: config.rateLimitRefill,
+        redis,
+        prefix: settings.prefix
+      })
       return Context.make(Registry, registry).pipe(
+        Context.add(RateLimiter, limiter),
         Context.add(Availability, {
           registryReachable: () => redis.isUp() && lease.held(),
           nodeId: settings.nodeId,

@@ -8,8 +8,8 @@
  * The hot path is untouched: `binaryFor`, `phoneFor` and `isLiveHolder` read the local table
  * synchronously, as they do in a single process.
  *
- * State ownership: `claims` (server-id → the epoch of this node's claim and when its grace began)
- * belongs to this registry and has an entry exactly when the table has a slot.
+ * This node's table, claims and lock are `NodeSlots`; what keeps them true to Redis between
+ * transitions (expiry, checks, answers to other nodes, the drain's hand-over) is `ClaimChecks`.
  */
 import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
@@ -24,18 +24,11 @@ import * as Metrics from "../observability/Metrics.ts"
 import { type GraceTimer, interruptingTimer } from "../registry/GraceTimer.ts"
 import type { BinaryHandle, PhoneHandle } from "../registry/Handles.ts"
 import { type ClaimResult, type Counts, evict, type RegisterError, type RegistryShape, type TakeoverResult } from "../registry/Registry.ts"
-import { type GraceToken, SlotTable } from "../registry/SlotTable.ts"
-import { probe } from "../liveness/ConflictProbe.ts"
-import { makeKeyedLock } from "./KeyedLock.ts"
+import { makeClaimChecks } from "./ClaimChecks.ts"
+import { makeNodeSlots } from "./NodeSlots.ts"
 import type { OwnershipStore } from "./Ownership.ts"
 import type { PlaneHandlers, PlaneShape } from "./Plane.ts"
 import { type RemoteClaim, remoteIncumbent } from "./RemoteIncumbent.ts"
-
-interface Claim {
-  epoch: string
-  /** `Clock` time the slot entered grace here; `undefined` while live. */
-  graceSince: number | undefined
-}
 
 export interface ClusterRegistryShape extends RegistryShape {
   /** After the lease lapsed or Redis came back empty: states every claim, closes those lost (§2.7–2.8). */
@@ -56,10 +49,6 @@ export interface ClusterRegistryShape extends RegistryShape {
 
 /** A conn_id clash with another node's phone of the slot is redrawn at most this often. */
 const CONN_ID_DRAWS = 3
-/** What a probe through another node leaves, of the asker's probe timeout, for the answer's way back. */
-const PROBE_TRANSIT_MILLIS = 1_000
-/** How long an expiry waits before asking again when Redis did not answer. */
-const EXPIRY_RETRY = Duration.seconds(1)
 
 const GONE: ClaimResult = { _tag: "Gone" }
 const HELD: ClaimResult = { _tag: "Held" }
@@ -81,52 +70,17 @@ export const makeClusterRegistry = (options: {
   Effect.sync(() => {
     const { store, gracePeriod } = options
     const timer = options.graceTimer ?? interruptingTimer(options.scope)
-    const table = new SlotTable(options.maxPhonesPerServer)
-    const claims = new Map<string, Claim>()
+    const slots = makeNodeSlots(store, options.maxPhonesPerServer)
+    const { table, claims, lock, publishCounts } = slots
+    const checks = makeClaimChecks(slots, options)
     /** Incumbents on other nodes handed out by `claim`, for `takeover` to recognise. */
     const remotes = new WeakMap<BinaryHandle, RemoteClaim>()
-    const lock = makeKeyedLock()
-    /**
-     * Set by the drain's `closeAll`. A claim or registration still waiting on Redis when the
-     * drain began completes after it, so it is closed then, with the drain's code.
-     */
-    let closing: CloseCodes.CloseCode | undefined
-
-    const publishCounts = Effect.suspend(() =>
-      Effect.andThen(
-        Metric.update(Metrics.connectedBinaries, table.liveBinaries()),
-        Metric.update(Metrics.connectedPhones, table.phones())
-      )
-    )
+    const lose = (serverId: string) => slots.endHere(serverId, "lost")
     const fieldsOf = (binary: BinaryHandle) => ({
       server_id: binary.serverId,
       binary_conn_id: binary.connId,
       binary_version: binary.version
     })
-
-    /**
-     * Redis says the slot is no longer this node's: drop it here, nothing counted. `lost` (another
-     * claim holds it): its phones are closed as in a takeover (4404) and its binary, if still
-     * connected, 1011 (CLUSTER.md §2.7). `expired` (its grace was expired, and counted, by another
-     * node): its phones are closed 1000, as at any expiry.
-     */
-    const endHere = (serverId: string, how: "lost" | "expired") =>
-      Effect.suspend(() => {
-        const dropped = table.drop(serverId)
-        claims.delete(serverId)
-        if (dropped === undefined) return Effect.void
-        return Effect.gen(function*() {
-          yield* publishCounts
-          yield* Effect.ignore(store.unindexClaim(serverId))
-          if (how === "expired") return yield* evict(dropped.phones, CloseCodes.Normal, "grace_expired")
-          yield* Effect.all([
-            evict(dropped.phones, CloseCodes.Reclaimed, "evicted"),
-            dropped.binary.conn.isOpen() ? dropped.binary.conn.close(CloseCodes.HeartbeatTimeout) : Effect.void
-          ], { concurrency: "unbounded", discard: true })
-          yield* Log.warn("claim lost", { server_id: serverId, binary_conn_id: dropped.binary.connId })
-        })
-      })
-    const lose = (serverId: string) => endHere(serverId, "lost")
 
     /**
      * Installs `binary` locally under `epoch` after Redis gave it the slot (a fresh claim, a
@@ -146,7 +100,7 @@ export const makeClusterRegistry = (options: {
           yield* Effect.ignore(store.indexClaim(binary.serverId))
           if (counted === "reclaim") yield* Effect.ignore(store.unindexGrace(binary.serverId))
           yield* publishCounts
-          if (closing !== undefined) yield* binary.conn.close(closing)
+          if (slots.closing !== undefined) yield* binary.conn.close(slots.closing)
           if (counted === "claim") {
             yield* Log.info("server claimed", fieldsOf(binary))
             return CLAIMED
@@ -253,55 +207,12 @@ export const makeClusterRegistry = (options: {
             evict(took.phones, CloseCodes.Reclaimed, "evicted"),
             incumbent.conn.close(CloseCodes.HeartbeatTimeout)
           ], { concurrency: "unbounded", discard: true })
-          if (closing !== undefined) yield* binary.conn.close(closing)
+          if (slots.closing !== undefined) yield* binary.conn.close(slots.closing)
           yield* Metric.update(Metrics.takeovers, 1)
           yield* Log.info("server takeover", fieldsOf(binary))
           return "TookOver" as const
         })
       )
-
-    /**
-     * The grace of `token` is due (SPEC §3.4): Redis expires it once in the whole cluster; only
-     * the node it answers `expired` counts it. Not yet due by Redis's clock → asks again then;
-     * no answer → asks again every second (the phones wait: nobody else may count it).
-     */
-    const expireWhenDue = (serverId: string, token: GraceToken): Effect.Effect<void> =>
-      Effect.gen(function*() {
-        while (true) {
-          const step = yield* lock(serverId, Effect.uninterruptible(expireStep(serverId, token)))
-          if (step === "done") return
-          yield* Effect.sleep(step)
-        }
-      })
-
-    const expireStep = (serverId: string, token: GraceToken) =>
-      Effect.gen(function*() {
-        const local = table.holderOf(serverId)
-        const held = claims.get(serverId)
-        if (local === undefined || local.grace !== token || held === undefined) return "done" as const
-        const reply = yield* Effect.exit(store.expire(serverId, held.epoch))
-        if (Exit.isFailure(reply)) return EXPIRY_RETRY
-        switch (reply.value._tag) {
-          case "NotDue":
-            return Duration.millis(reply.value.millis)
-          case "Stale":
-            yield* lose(serverId)
-            return "done" as const
-          case "Gone":
-            yield* endHere(serverId, "expired")
-            return "done" as const
-          case "Expired": {
-            const expired = table.expire(serverId, token)!
-            claims.delete(serverId)
-            yield* Effect.ignore(Effect.all([store.unindexGrace(serverId), store.unindexClaim(serverId)]))
-            yield* publishCounts
-            yield* evict(expired.phones, CloseCodes.Normal, "grace_expired")
-            yield* Metric.update(Metrics.graceExpiries, 1)
-            yield* Log.info("grace expired", { server_id: serverId, binary_conn_id: expired.binary.connId })
-            return "done" as const
-          }
-        }
-      })
 
     const release = (binary: BinaryHandle): Effect.Effect<void> =>
       lock(
@@ -311,7 +222,7 @@ export const makeClusterRegistry = (options: {
           const held = claims.get(binary.serverId)
           if (token === undefined || held === undefined) return
           held.graceSince = yield* Clock.currentTimeMillis
-          token.cancel = yield* timer.start(gracePeriod, expireWhenDue(binary.serverId, token))
+          token.cancel = yield* timer.start(gracePeriod, checks.expireWhenDue(binary.serverId, token))
           yield* publishCounts
           yield* Log.info("server released", {
             server_id: binary.serverId,
@@ -357,7 +268,7 @@ export const makeClusterRegistry = (options: {
                 const phone = table.registerAs(serverId, connId, make)
                 if (typeof phone === "string") return yield* new PhonesAtCap()
                 yield* publishCounts
-                if (closing !== undefined) yield* evict([phone], closing, "shutdown")
+                if (slots.closing !== undefined) yield* evict([phone], slots.closing, "shutdown")
                 yield* Log.info("phone registered", {
                   server_id: serverId,
                   conn_id: phone.connId,
@@ -382,82 +293,12 @@ export const makeClusterRegistry = (options: {
         })
       })
 
-    const checkClaim = (serverId: string) =>
-      lock(
-        serverId,
-        Effect.gen(function*() {
-          const held = claims.get(serverId)
-          const local = table.holderOf(serverId)
-          if (held === undefined || local === undefined) return
-          const now = yield* Clock.currentTimeMillis
-          const graceLeft = held.graceSince === undefined
-            ? Duration.zero
-            : Duration.millis(Math.max(0, Duration.toMillis(gracePeriod) - (now - held.graceSince)))
-          const reply = yield* Effect.exit(
-            store.assert(serverId, held.epoch, local.grace === undefined ? "live" : "grace", graceLeft, table.phoneIds(serverId))
-          )
-          if (Exit.isFailure(reply)) return
-          if (reply.value._tag === "Lost") return yield* lose(serverId)
-          // Re-listed for the reaper (an empty Redis lost the index too).
-          yield* Effect.ignore(store.indexClaim(serverId))
-        })
-      )
-
-    const checkGrace = (serverId: string) =>
-      lock(
-        serverId,
-        Effect.gen(function*() {
-          const held = claims.get(serverId)
-          if (held === undefined || table.holderOf(serverId)?.grace === undefined) return
-          const now = yield* Effect.exit(store.holder(serverId))
-          if (Exit.isFailure(now)) return
-          if (now.value === undefined) return yield* endHere(serverId, "expired")
-          if (now.value.epoch !== held.epoch) yield* lose(serverId)
-        })
-      )
-
-    /** Another node probes this node's binary of claim `epoch` (§2.1), leaving room for the answer's way back. */
-    const probeLocal = (serverId: string, epoch: string) =>
-      Effect.suspend(() => {
-        const binary = table.binaryFor(serverId)
-        if (binary === undefined || claims.get(serverId)?.epoch !== epoch) return Effect.succeed(false)
-        const millis = Duration.toMillis(options.probeTimeout)
-        return probe(binary.conn, Duration.millis(Math.max(millis / 2, millis - PROBE_TRANSIT_MILLIS)))
-      })
-
-    /** Another node took claim `epoch` over (or reclaimed its grace): closed here as in a takeover. */
-    const claimLost = (serverId: string, epoch: string) =>
-      lock(serverId, Effect.suspend(() => (claims.get(serverId)?.epoch === epoch ? lose(serverId) : Effect.void)))
-
-    const checkGraces = Effect.suspend(() =>
-      Effect.forEach(
-        [...claims.entries()].filter(([, held]) => held.graceSince !== undefined).map(([serverId]) => serverId),
-        checkGrace,
-        { concurrency: 16, discard: true }
-      )
-    )
-
-    const checkClaims = Effect.suspend(() =>
-      Effect.forEach([...claims.keys()], checkClaim, { concurrency: 16, discard: true })
-    )
-
-    const handOver = Effect.suspend(() =>
-      Effect.forEach(
-        table.liveHolders(),
-        (binary) => {
-          const held = claims.get(binary.serverId)
-          return held === undefined ? Effect.void : Effect.ignore(store.release(binary.serverId, held.epoch, gracePeriod))
-        },
-        { concurrency: "unbounded", discard: true }
-      )
-    )
-
     /** The drain (§2.9): live claims to grace in Redis first, then every connection closed. */
     const closeAll = (close: CloseCodes.CloseCode): Effect.Effect<void> =>
       Effect.suspend(() => {
-        closing = close
+        slots.closing = close
         return Effect.andThen(
-          handOver,
+          checks.handOver,
           Effect.suspend(() => {
             const { binaries, phones } = table.stopGraces()
             return Effect.all([
@@ -479,10 +320,10 @@ export const makeClusterRegistry = (options: {
       isLiveHolder: (binary) => table.isLiveHolder(binary),
       counts: Effect.sync((): Counts => ({ binaries: table.liveBinaries(), phones: table.phones() })),
       closeAll,
-      checkClaims,
-      handOver,
-      checkGraces,
+      checkClaims: checks.checkClaims,
+      handOver: checks.handOver,
+      checkGraces: checks.checkGraces,
       holds: (serverId) => claims.has(serverId),
-      planeHandlers: { probeLocal, claimLost }
+      planeHandlers: checks.planeHandlers
     } satisfies ClusterRegistryShape
   })

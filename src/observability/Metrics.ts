@@ -202,7 +202,8 @@ export const REDIS_OPS = [
   "index",
   "sweep",
   "reap",
-  "publish"
+  "publish",
+  "ratelimit"
 ] as const
 export type RedisOp = typeof REDIS_OPS[number]
 const REDIS_ERRORS = "pyrycode_relay_cluster_redis_errors_total"

@@ -16,6 +16,13 @@ warnIfNoRedis("cluster-nodes.test.ts")
 let n = 0
 const sid = () => `cl-${process.pid}-${++n}`
 
+/** 101 when the upgrade succeeds (then closed at once), else the HTTP status. */
+const statusOf = (url: string, headers: Record<string, string>) =>
+  upgradeStatus(url, headers).catch((e: unknown) => {
+    if (e instanceof Error && e.message === "upgrade unexpectedly succeeded") return 101
+    throw e
+  })
+
 const readyz = async (node: ClusterNode) => (await fetch(`${node.httpUrl}/readyz`)).status
 
 const accepted = async (node: ClusterNode) =>
@@ -199,6 +206,19 @@ describe.skipIf(redisServerBinary === undefined)("cluster: several nodes on one 
       a!.child.kill("SIGCONT")
     }
   }, 30_000)
+
+  it("the per-IP upgrade rate limit is one bucket for the whole cluster: a burst spent on A is spent on B", async () => {
+    const [a, b] = await startNodes(2, redis.url, ["--rate-limit-burst", "3", "--rate-limit-refill", "2s"])
+    const phone = { "X-Pyrycode-Server": sid(), "X-Pyrycode-Token": "t", "User-Agent": "t" }
+    for (let i = 0; i < 3; i++) expect(await statusOf(`${a!.url}/v1/client`, phone)).toBe(101)
+    expect(await statusOf(`${b!.url}/v1/client`, phone)).toBe(429)
+    expect(await statusOf(`${a!.url}/v1/client`, phone)).toBe(429)
+    expect(await metricValue(b!.metricsUrl, `pyrycode_relay_ws_upgrade_attempts_total{endpoint="client",outcome="reject_rate_limit"}`)).toBe(1)
+    // One token back per refill period, for the whole cluster.
+    await sleep(2_100)
+    expect(await statusOf(`${b!.url}/v1/client`, phone)).toBe(101)
+    expect(await statusOf(`${a!.url}/v1/client`, phone)).toBe(429)
+  })
 
   it("redis-server stalled 10 s (SIGSTOP): same-node pairs keep working, new upgrades get 503; after SIGCONT everything resumes without a restart", async () => {
     const [a] = await startNodes(1, redis.url)
