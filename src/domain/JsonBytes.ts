@@ -46,6 +46,21 @@ const SIMPLE_ESCAPE = new Uint8Array(256)
 for (const c of "\"\\/bfnrt") SIMPLE_ESCAPE[c.charCodeAt(0)] = 1
 
 /**
+ * A word view of the last buffer scanned. The messages of one socket read share one ArrayBuffer,
+ * so one view serves them all instead of a new one per string (100 B per round trip at 100 B
+ * frames, docs/performance.md). It keeps that one buffer reachable until another is scanned.
+ */
+let viewed: ArrayBufferLike | undefined
+let words32: Uint32Array<ArrayBufferLike> = new Uint32Array(0)
+const wordsOf = (buffer: ArrayBufferLike): Uint32Array => {
+  if (buffer !== viewed) {
+    words32 = new Uint32Array(buffer, 0, buffer.byteLength >> 2)
+    viewed = buffer
+  }
+  return words32
+}
+
+/**
  * The first index at or after `j` (and before `n`) whose 4-byte word may hold a `"`, a `\\` or a
  * control character: long strings are skipped a word at a time (SWAR), not a byte at a time.
  */
@@ -58,10 +73,11 @@ const skipPlainWords = (b: Uint8Array, j: number, n: number): number => {
   }
   const words = (n - j) >> 2
   if (words <= 0) return j
-  const w32 = new Uint32Array(b.buffer, b.byteOffset + j, words)
+  const w32 = wordsOf(b.buffer)
+  const first = (b.byteOffset + j) >> 2
   let k = 0
   for (; k < words; k++) {
-    const w = w32[k]!
+    const w = w32[first + k]!
     const quote = w ^ 0x22222222
     const backslash = w ^ 0x5c5c5c5c
     // A byte < 0x20, or a zero byte after xor (= that byte): the classic has-less / has-zero tests.

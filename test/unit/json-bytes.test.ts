@@ -90,6 +90,25 @@ describe("isJson on bytes agrees with JSON.parse", () => {
       { numRuns: 20_000 }
     )
   })
+
+  it("on many messages sharing one buffer, rewritten between scans (as one socket read's messages are)", () => {
+    // The word scan keeps one view of the last buffer: it must read what the buffer holds now, at
+    // each message's own offset, and follow a switch to another buffer and back.
+    const shared = Buffer.alloc(4096, 0x20)
+    const other = Buffer.alloc(4096, 0x20)
+    fc.assert(
+      fc.property(fc.array(fc.tuple(longString, fc.nat(1000), fc.boolean()), { minLength: 1, maxLength: 8 }), (messages) =>
+        messages.every(([text, offset, useOther]) => {
+          const whole = text
+          const body = Buffer.from(whole)
+          const target = useOther ? other : shared
+          body.copy(target, offset)
+          return isJson(target.subarray(offset, offset + body.length)) === parses(whole)
+        })
+      ),
+      { numRuns: 5_000 }
+    )
+  })
 })
 
 /** The reference: SPEC §2.2 on what `JSON.parse` builds (how the relay decoded before it read bytes). */
