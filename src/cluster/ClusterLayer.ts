@@ -53,7 +53,8 @@ const clusterRegistry = (settings: ClusterSettings) =>
         scope,
         store,
         plane,
-        probeTimeout: config.probeTimeout
+        probeTimeout: config.probeTimeout,
+        binaryBudget: config.phoneOutboxBytes
       })
       handlers = registry.planeHandlers
       const lease = yield* keepLease({

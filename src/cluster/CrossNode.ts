@@ -1,0 +1,123 @@
+/**
+ * What crosses nodes about claims and phones (CLUSTER.md §2.2–2.7), beside the frames themselves
+ * (`RemotePhones`, `RemoteSlots`):
+ *
+ * * **The end of a claim reaches its phones on every node.** The node whose script ended claim
+ *   `epoch` (a reclaim, a takeover, an expiry) got the slot's phones (conn_id → node) from Redis:
+ *   it tells each of their nodes (`SlotEnded`), and each closes its own — 4404 for a reclaim or
+ *   takeover, 1000 for an expiry. Counting stays with that one node.
+ * * **The backstop** for a lost message: every second a node looks up the claim of each of its
+ *   remote slots (one `HMGET` each, pipelined): another epoch → its phones 4404; in grace → frames
+ *   stop; no claim for `MISSING_FOR` → 1000 (an expiry whose word was lost; the wait lets a holder
+ *   re-assert its claims after Redis restarted empty).
+ * * **The batch handler** the plane calls with each batch's data-plane records.
+ */
+import * as Clock from "effect/Clock"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as CloseCodes from "../domain/CloseCodes.ts"
+import { evict } from "../registry/Registry.ts"
+import type { NodeSlots } from "./NodeSlots.ts"
+import type { RemotePhone } from "./Ownership.ts"
+import { finish, makeReport } from "./RelayReport.ts"
+import type { RemoteSlot } from "./RemoteSlots.ts"
+import type * as Wire from "./Wire.ts"
+
+/** How long a remote slot's claim may be missing from Redis before its phones are closed 1000. */
+export const MISSING_FOR_MILLIS = 3_000
+
+export const makeCrossNode = (slots: NodeSlots) => {
+  const { remote, remotePhones, plane, store, lock } = slots
+
+  /** Closes this node's phones of claim `epoch` (any claim when undefined). The caller holds the lock. */
+  const endRemote = (serverId: string, epoch: string | undefined, how: Wire.EndedHow): Effect.Effect<void> =>
+    Effect.suspend(() => {
+      const phones = remote.end(serverId, epoch)
+      if (phones.length === 0) return Effect.void
+      return Effect.andThen(
+        slots.publishCounts,
+        how === "expired"
+          ? evict(phones, CloseCodes.Normal, "grace_expired")
+          : evict(phones, CloseCodes.Reclaimed, "evicted")
+      )
+    })
+
+  /**
+   * This node's script ended claim `epoch` and answered its phones: each other node with phones
+   * of it is told; this node's own phones of it (if the claim was another node's) are closed.
+   * The caller holds the lock.
+   */
+  const announceEnd = (
+    serverId: string,
+    epoch: string,
+    phones: ReadonlyArray<RemotePhone>,
+    how: Wire.EndedHow
+  ): Effect.Effect<void> =>
+    Effect.suspend(() => {
+      const nodes = new Set<string>()
+      for (const phone of phones) if (phone.node !== store.nodeId) nodes.add(phone.node)
+      for (const node of nodes) plane.send(node, { _tag: "SlotEnded", serverId, epoch, how })
+      return endRemote(serverId, epoch, how)
+    })
+
+  const relay = (messages: ReadonlyArray<Wire.Relayed>): Effect.Effect<void> | undefined => {
+    const report = makeReport()
+    for (const message of messages) {
+      switch (message._tag) {
+        case "PhoneJoined":
+        case "PhoneLeft":
+        case "ToBinary":
+          remotePhones.apply(message, report)
+          break
+        case "ToPhone":
+        case "PhoneRefused":
+        case "SlotGrace":
+          remote.apply(message, report)
+          break
+        case "SlotEnded": {
+          const slot = remote.get(message.serverId)
+          if (slot === undefined) break
+          if (slot.epoch !== message.epoch) {
+            report.stale++
+            break
+          }
+          // Under the lock: a registration waiting on Redis for this slot finishes first, then ends with it.
+          report.effects.push(lock(message.serverId, endRemote(message.serverId, message.epoch, message.how)))
+        }
+      }
+    }
+    return finish(report)
+  }
+
+  const checkSlot = (slot: RemoteSlot) =>
+    Effect.gen(function*() {
+      const now = yield* Effect.exit(store.holder(slot.serverId))
+      if (Exit.isFailure(now)) return
+      const holder = now.value
+      yield* lock(
+        slot.serverId,
+        Effect.gen(function*() {
+          if (remote.get(slot.serverId) !== slot) return
+          if (holder === undefined) {
+            const at = yield* Clock.currentTimeMillis
+            slot.missingSince ??= at
+            if (at - slot.missingSince >= MISSING_FOR_MILLIS) yield* endRemote(slot.serverId, slot.epoch, "expired")
+            return
+          }
+          slot.missingSince = undefined
+          if (holder.epoch !== slot.epoch) return yield* endRemote(slot.serverId, slot.epoch, "reclaimed")
+          if (holder.state === "grace") slot.grace = true
+        })
+      )
+    })
+
+  return {
+    endRemote,
+    announceEnd,
+    relay,
+    /** The backstop, once: every remote slot's claim looked up and acted on. */
+    checkRemote: Effect.suspend(() => Effect.forEach(remote.all(), checkSlot, { concurrency: 16, discard: true }))
+  }
+}
+
+export type CrossNode = ReturnType<typeof makeCrossNode>
