@@ -174,4 +174,35 @@ describe("cluster: phones on another node than their binary's", () => {
       assert.deepStrictEqual(phoneConn.closedWith(), CloseCodes.BinaryBacklogFull)
       assert.isAbove(yield* count(Metrics.framesDropped.binary_write_failed), 0)
     })))
+
+  it.effect("the backstop, when the word is lost: another claim in Redis → 4404 at the next check; grace → frames stop; no claim for 3 s → 1000", () =>
+    isolated(Effect.gen(function*() {
+      const { redis, a, phoneConn } = yield* pair
+      const { TestClock } = yield* Effect.promise(() => import("effect/testing"))
+      redis.slots.get("s")!.state = "grace"
+      yield* a.checkRemote
+      assert.isUndefined(a.binaryFor("s"))
+      assert.isUndefined(phoneConn.closedWith())
+      // The claim disappears (its expiry's word lost): not at once — a holder re-asserts after an empty restart.
+      const kept = redis.slots.get("s")!
+      redis.slots.delete("s")
+      yield* a.checkRemote
+      yield* TestClock.adjust(Duration.seconds(2))
+      yield* a.checkRemote
+      assert.isUndefined(phoneConn.closedWith())
+      yield* TestClock.adjust(Duration.seconds(1))
+      yield* a.checkRemote
+      yield* settle
+      assert.deepStrictEqual(phoneConn.closedWith(), CloseCodes.Normal)
+      assert.strictEqual((yield* a.counts).phones, 0)
+      // Another claim: 4404 at the next check.
+      redis.slots.set("s", kept)
+      const other = yield* makeFakeConnection()
+      yield* a.registerPhone("s", phoneHandle(other))
+      redis.slots.set("s", { ...kept, epoch: `${kept.epoch}9` })
+      yield* a.checkRemote
+      yield* settle
+      assert.deepStrictEqual(other.closedWith(), CloseCodes.Reclaimed)
+      assert.strictEqual(yield* count(Metrics.graceExpiries), 0)
+    })))
 })
