@@ -240,4 +240,30 @@ describe.skipIf(redisServerBinary === undefined)("cluster: frames cross nodes", 
       b!.child.kill("SIGCONT")
     }
   }, 40_000)
+
+  it("redis-server stalled: frames between nodes are dropped and counted redis_down; a pair on one node keeps working; after SIGCONT frames cross again", async () => {
+    const [a, b] = await startNodes(2, redis.url)
+    const serverId = sid()
+    const binary = await holdOn(b!, serverId)
+    const far = await dialPhone(a!.url, serverId)
+    const near = await dialPhone(b!.url, serverId)
+    far.send(`"far"`)
+    near.send(`"near"`)
+    await binary.waitFor(2)
+    redis.pause()
+    try {
+      for (let i = 0; i < 5; i++) far.send(`{"lost":${i}}`)
+      const redisDown = `pyrycode_relay_cluster_frames_dropped_total{reason="redis_down"}`
+      await eventually(async () => ((await metricValue(a!.metricsUrl, redisDown)) ?? 0) > 0, 6_000)
+      near.send(`"still near"`)
+      await binary.waitFor(3)
+      expect(binary.messages.slice(2).map((m) => JSON.parse(m).frame)).toEqual(["still near"])
+    } finally {
+      redis.resume()
+    }
+    await eventually(async () => (await fetch(`${a!.httpUrl}/readyz`)).status === 200, 8_000)
+    far.send(`"again"`)
+    await eventually(() => binary.messages.some((m) => m.includes(`"again"`)), 5_000)
+    for (const peer of [binary, far, near]) peer.ws.close()
+  }, 40_000)
 })

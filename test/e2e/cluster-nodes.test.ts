@@ -145,11 +145,13 @@ describe.skipIf(redisServerBinary === undefined)("cluster: several nodes on one 
     newcomer.ws.close()
   }, 20_000)
 
-  it("kill -9 of a node: within its lease its server-ids enter grace; unclaimed, the grace expires once in the cluster (phones elsewhere: not yet)", async () => {
+  it("kill -9 of a node: within its lease its server-ids enter grace; unclaimed, the grace expires once in the cluster and its phones elsewhere get 1000", async () => {
     const [a, b, c] = await startNodes(3, redis.url, ["--lease-ttl", "3s", "--grace-period", "2s"])
     const serverId = sid()
     const binary = await dialBinary(a!.url, serverId)
     await eventually(async () => (await clusterSum([a!], "pyrycode_relay_connected_binaries")) === 1)
+    const elsewhere = [await dialPhone(b!.url, serverId), await dialPhone(c!.url, serverId)]
+    await eventually(async () => (await clusterSum([b!, c!], "pyrycode_relay_connected_phones")) === 2)
     a!.child.kill("SIGKILL")
     await binary.closed
     const killed = Date.now()
@@ -159,6 +161,7 @@ describe.skipIf(redisServerBinary === undefined)("cluster: several nodes on one 
     expect(b!.logs.concat(c!.logs).some((l) => l.includes(`"server released"`) && l.includes(`"node-a"`))).toBe(true)
     // …and expired after the grace, counted exactly once in the summed scrape of the survivors.
     await eventually(async () => (await clusterSum([b!, c!], "pyrycode_relay_grace_expiries_total")) === 1, 8_000)
+    for (const phone of elsewhere) expect(await closedWithin(phone, 5_000)).toEqual({ code: 1000, reason: "" })
     await sleep(2_500)
     expect(await clusterSum([b!, c!], "pyrycode_relay_grace_expiries_total")).toBe(1)
     expect(await clusterSum([b!, c!], "pyrycode_relay_takeovers_total")).toBe(0)
