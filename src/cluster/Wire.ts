@@ -81,32 +81,69 @@ const TYPE = {
 const WHY: ReadonlyArray<RefusedWhy> = ["backlog_full", "no_binary", "phone_backlog"]
 const HOW: ReadonlyArray<EndedHow> = ["reclaimed", "expired"]
 
-/** Appends fields to a growing list of buffers. */
+/**
+ * Collects a record's fields, then writes them into one buffer sized once (`finish`): one
+ * allocation per record, and frames copied once, straight into it.
+ */
 class Writer {
-  readonly parts: Array<Buffer> = []
-  size = 0
+  /** Field kinds: 0 u8, 1 u32, 2 string (its UTF-8 length in `lengths`), 3 bytes. */
+  private readonly kinds: Array<number> = []
+  private readonly values: Array<number | string | Buffer> = []
+  private readonly lengths: Array<number> = []
+  private size = 0
   u8(n: number): this {
-    return this.push(Buffer.of(n))
+    return this.add(0, n, 1)
   }
   u32(n: number): this {
-    const b = Buffer.allocUnsafe(4)
-    b.writeUInt32BE(n >>> 0)
-    return this.push(b)
+    return this.add(1, n, 4)
   }
   str(s: string): this {
-    const bytes = Buffer.from(s, "utf8")
-    if (bytes.length > 0xffff) throw new RangeError("string field over 65535 bytes")
-    const len = Buffer.allocUnsafe(2)
-    len.writeUInt16BE(bytes.length)
-    return this.push(len).push(bytes)
+    const length = Buffer.byteLength(s, "utf8")
+    if (length > 0xffff) throw new RangeError("string field over 65535 bytes")
+    this.lengths.push(length)
+    return this.add(2, s, 2 + length)
   }
-  /** Bytes as they are (not copied here: the batch is assembled once). */
+  /** Bytes as they are. */
   bytes(b: Buffer): this {
-    return this.u32(b.length).push(b)
+    return this.add(3, b, 4 + b.length)
   }
-  private push(b: Buffer): this {
-    this.parts.push(b)
-    this.size += b.length
+  /** The record: u32 length of the body, then the body. */
+  finish(): Buffer {
+    const out = Buffer.allocUnsafe(4 + this.size)
+    out.writeUInt32BE(this.size, 0)
+    let at = 4
+    let string = 0
+    for (let i = 0; i < this.kinds.length; i++) {
+      const value = this.values[i]!
+      switch (this.kinds[i]) {
+        case 0:
+          out[at++] = value as number
+          break
+        case 1:
+          out.writeUInt32BE((value as number) >>> 0, at)
+          at += 4
+          break
+        case 2: {
+          const length = this.lengths[string++]!
+          out.writeUInt16BE(length, at)
+          out.write(value as string, at + 2, length, "utf8")
+          at += 2 + length
+          break
+        }
+        default: {
+          const bytes = value as Buffer
+          out.writeUInt32BE(bytes.length, at)
+          bytes.copy(out, at + 4)
+          at += 4 + bytes.length
+        }
+      }
+    }
+    return out
+  }
+  private add(kind: number, value: number | string | Buffer, size: number): this {
+    this.kinds.push(kind)
+    this.values.push(value)
+    this.size += size
     return this
   }
 }
@@ -147,9 +184,7 @@ export const encode = (message: Message): Buffer => {
       body.str(message.serverId).str(message.epoch).u8(HOW.indexOf(message.how))
       break
   }
-  const length = Buffer.allocUnsafe(4)
-  length.writeUInt32BE(body.size)
-  return Buffer.concat([length, ...body.parts], 4 + body.size)
+  return body.finish()
 }
 
 /** Reads fields from one record's body; any read past its end throws `Truncated`. */
