@@ -205,4 +205,19 @@ describe("cluster: phones on another node than their binary's", () => {
       assert.deepStrictEqual(other.closedWith(), CloseCodes.Reclaimed)
       assert.strictEqual(yield* count(Metrics.graceExpiries), 0)
     })))
+
+  it.effect("a takeover on the binary's own node closes its phones elsewhere 4404; their records of the old claim are then stale there", () =>
+    isolated(Effect.gen(function*() {
+      const { a, b, binary, phone, phoneConn, planes } = yield* pair
+      const newcomer = binaryHandle("s", yield* makeFakeConnection())
+      const claim = yield* b.claim(newcomer)
+      assert.strictEqual(claim._tag, "Conflict")
+      assert.strictEqual(yield* b.takeover(newcomer, binary), "TookOver")
+      yield* planes.deliver
+      yield* settle
+      assert.deepStrictEqual(phoneConn.closedWith(), CloseCodes.Reclaimed)
+      assert.isUndefined(b.phoneFor("s", phone.connId))
+      assert.isUndefined(a.phoneFor("s", phone.connId))
+      assert.strictEqual(yield* count(Metrics.takeovers), 1)
+    })))
 })
