@@ -94,7 +94,7 @@ export const makeClusterRegistry = (options: {
       binaryBudget: options.binaryBudget ?? 4 * 1024 * 1024
     })
     const { table, claims, lock, publishCounts, remote, remotePhones } = slots
-    const crossNode = makeCrossNode(slots)
+    const crossNode = makeCrossNode(slots, options.maxPhonesPerServer)
     const checks = makeClaimChecks(slots, { ...options, crossNode })
     const phones = makePhoneRegistration(slots, options.maxPhonesPerServer)
     /** Incumbents on other nodes handed out by `claim`, for `takeover` to recognise. */
@@ -309,7 +309,7 @@ export const makeClusterRegistry = (options: {
       isLiveHolder: (binary) => (binary.remote === undefined ? table.isLiveHolder(binary) : remote.isLiveHolder(binary)),
       counts: Effect.sync((): Counts => ({ binaries: table.liveBinaries(), phones: table.phones() + remote.phoneCount() })),
       closeAll,
-      checkClaims: checks.checkClaims,
+      checkClaims: Effect.andThen(crossNode.rejoinAll, checks.checkClaims),
       handOver: checks.handOver,
       checkGraces: checks.checkGraces,
       holds: (serverId) => claims.has(serverId),

@@ -9,7 +9,9 @@
  * * **The backstop** for a lost message: every second a node looks up the claim of each of its
  *   remote slots (one `HMGET` each, pipelined): another epoch → its phones 4404; in grace → frames
  *   stop; no claim for `MISSING_FOR` → 1000 (an expiry whose word was lost; the wait lets a holder
- *   re-assert its claims after Redis restarted empty).
+ *   re-assert its claims after Redis restarted empty). After this node's lease lapsed or its inbox
+ *   reconnected (Redis may have restarted empty), the check also registers its phones of each
+ *   remote slot again once the holder has re-asserted the claim, so the cap counts them.
  * * **The batch handler** the plane calls with each batch's data-plane records.
  */
 import * as Clock from "effect/Clock"
@@ -26,7 +28,7 @@ import type * as Wire from "./Wire.ts"
 /** How long a remote slot's claim may be missing from Redis before its phones are closed 1000. */
 export const MISSING_FOR_MILLIS = 3_000
 
-export const makeCrossNode = (slots: NodeSlots) => {
+export const makeCrossNode = (slots: NodeSlots, maxPhonesPerServer: number) => {
   const { remote, remotePhones, plane, store, lock } = slots
 
   /** Closes this node's phones of claim `epoch` (any claim when undefined). The caller holds the lock. */
@@ -89,6 +91,21 @@ export const makeCrossNode = (slots: NodeSlots) => {
     return finish(report)
   }
 
+  /** Registers the slot's phones here again under its epoch (`Duplicate`: still there). The caller holds the lock. */
+  const rejoin = (slot: RemoteSlot) =>
+    Effect.gen(function*() {
+      slot.rejoin = false
+      const live = [...slot.phones.keys()]
+      for (const connId of live) {
+        const reply = yield* Effect.exit(store.register(slot.serverId, connId, maxPhonesPerServer, slot.epoch, live))
+        if (Exit.isFailure(reply)) {
+          slot.rejoin = true
+          return
+        }
+        if (reply.value._tag === "Moved") return yield* endRemote(slot.serverId, slot.epoch, "reclaimed")
+      }
+    })
+
   const checkSlot = (slot: RemoteSlot) =>
     Effect.gen(function*() {
       const now = yield* Effect.exit(store.holder(slot.serverId))
@@ -107,6 +124,7 @@ export const makeCrossNode = (slots: NodeSlots) => {
           slot.missingSince = undefined
           if (holder.epoch !== slot.epoch) return yield* endRemote(slot.serverId, slot.epoch, "reclaimed")
           if (holder.state === "grace") slot.grace = true
+          if (slot.rejoin) yield* rejoin(slot)
         })
       )
     })
@@ -115,6 +133,10 @@ export const makeCrossNode = (slots: NodeSlots) => {
     endRemote,
     announceEnd,
     relay,
+    /** Redis may have lost this node's phones of other nodes' claims: the backstop registers them again. */
+    rejoinAll: Effect.sync(() => {
+      for (const slot of remote.all()) slot.rejoin = true
+    }),
     /** The backstop, once: every remote slot's claim looked up and acted on. */
     checkRemote: Effect.suspend(() => Effect.forEach(remote.all(), checkSlot, { concurrency: 16, discard: true }))
   }

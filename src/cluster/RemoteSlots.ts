@@ -37,6 +37,8 @@ export interface RemoteSlot {
   readonly notices: Map<string, number>
   /** Clock time (ms) the backstop first found no claim in Redis; reset when it finds one. */
   missingSince: number | undefined
+  /** Redis may have lost this node's phones of the slot (it restarted empty): the backstop registers them again. */
+  rejoin: boolean
 }
 
 const REFUSED_REASON: Record<StopReason, Metrics.DropReason> = {
@@ -93,7 +95,7 @@ export const makeRemoteSlots = (plane: PlaneShape, nodeId: string) => {
         closeNotice: (connId, code) => void slot.notices.set(connId, code)
       }
     }
-    slot = { serverId, node, epoch, grace: false, binary, phones: new Map(), notices: new Map(), missingSince: undefined }
+    slot = { serverId, node, epoch, grace: false, binary, phones: new Map(), notices: new Map(), missingSince: undefined, rejoin: false }
     slots.set(serverId, slot)
     return slot
   }
