@@ -52,6 +52,8 @@ export interface ClusterRegistryShape extends RegistryShape {
   readonly planeHandlers: PlaneHandlers
   /** The backstop: this node's phones of other nodes' claims, checked against Redis (once). */
   readonly checkRemote: Effect.Effect<void>
+  /** Phones of this node's claims on nodes that died: dropped, their binaries told (once). */
+  readonly reapRemotePhones: Effect.Effect<void>
   /**
    * Another node's claim `epoch` was expired by this node's sweep, which got its phones from
    * Redis: every node with phones of it closes them 1000 (this one included).
@@ -315,6 +317,7 @@ export const makeClusterRegistry = (options: {
       holds: (serverId) => claims.has(serverId),
       planeHandlers: { ...checks.planeHandlers, relay: crossNode.relay },
       checkRemote: crossNode.checkRemote,
+      reapRemotePhones: crossNode.reapRemotePhones,
       expiredElsewhere: (serverId, epoch, phones) => lock(serverId, crossNode.announceEnd(serverId, epoch, phones, "expired"))
     } satisfies ClusterRegistryShape
   })

@@ -12,6 +12,9 @@
  *   re-assert its claims after Redis restarted empty). After this node's lease lapsed or its inbox
  *   reconnected (Redis may have restarted empty), the check also registers its phones of each
  *   remote slot again once the holder has re-asserted the claim, so the cap counts them.
+ * * **Phones of a dead node** (the reaper's pace): a node whose lease lapsed lost its phones; the
+ *   binary's node drops those of its claims, sends their binaries the close notice (1001: the
+ *   connection ended without a code) and removes them from Redis, so they leave the cap (§2.6).
  * * **The batch handler** the plane calls with each batch's data-plane records.
  */
 import * as Clock from "effect/Clock"
@@ -129,8 +132,21 @@ export const makeCrossNode = (slots: NodeSlots, maxPhonesPerServer: number) => {
       )
     })
 
+  /** Every other node with phones of this node's claims whose lease lapsed: its phones leave. */
+  const reapRemotePhones = Effect.gen(function*() {
+    for (const node of remotePhones.nodes()) {
+      const alive = yield* Effect.exit(store.nodeAlive(node))
+      if (Exit.isFailure(alive) || alive.value) continue
+      for (const { serverId, connIds } of remotePhones.dropNode(node)) {
+        // No answer: the entries are dropped at the slot's end; the cap is short meanwhile.
+        yield* Effect.ignore(store.dropPhones(serverId, node, connIds))
+      }
+    }
+  })
+
   return {
     endRemote,
+    reapRemotePhones,
     announceEnd,
     relay,
     /** Redis may have lost this node's phones of other nodes' claims: the backstop registers them again. */

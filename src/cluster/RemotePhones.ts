@@ -35,6 +35,14 @@ export interface RemotePhones {
   readonly phoneFor: (serverId: string, connId: string) => PhoneHandle | undefined
   /** The claim of `serverId` ended or changed here: its phones elsewhere are no longer routed to. */
   readonly forget: (serverId: string) => void
+  /** The other nodes this node's claims have phones on. */
+  readonly nodes: () => ReadonlySet<string>
+  /**
+   * Node `node` is dead: its phones of this node's claims are dropped from routing, and each
+   * one owed a close notice (its connection ended without a code, SPEC §2.4: 1001) gets it now.
+   * Returns, per server-id, the conn_ids dropped (for Redis).
+   */
+  readonly dropNode: (node: string) => Array<{ readonly serverId: string; readonly connIds: ReadonlyArray<string> }>
   /** The claim's binary left (grace): each node with phones of it is told. */
   readonly grace: (serverId: string, epoch: string) => void
   readonly apply: (
@@ -200,6 +208,29 @@ export const makeRemotePhones = (options: {
   return {
     phoneFor: (serverId, connId) => bySlot.get(serverId)?.get(connId),
     forget: (serverId) => void bySlot.delete(serverId),
+    nodes: () => {
+      const nodes = new Set<string>()
+      for (const phones of bySlot.values()) for (const proxy of phones.values()) nodes.add(proxy.node)
+      return nodes
+    },
+    dropNode: (node) => {
+      const dropped: Array<{ readonly serverId: string; readonly connIds: ReadonlyArray<string> }> = []
+      for (const [serverId, phones] of bySlot) {
+        const connIds: Array<string> = []
+        const binary = table.binaryFor(serverId)
+        for (const proxy of phones.values()) {
+          if (proxy.node !== node) continue
+          phones.delete(proxy.connId)
+          connIds.push(proxy.connId)
+          if (!proxy.closedByBinary && binary !== undefined && binary.conn.isOpen()) {
+            binary.conn.send([closeNotice(proxy.connId, CloseCodes.NOTICE_WITHOUT_CODE)])
+          }
+        }
+        if (phones.size === 0) bySlot.delete(serverId)
+        if (connIds.length > 0) dropped.push({ serverId, connIds })
+      }
+      return dropped
+    },
     grace: (serverId, epoch) => {
       const phones = bySlot.get(serverId)
       if (phones === undefined) return

@@ -4,7 +4,8 @@
  * * **Reaper**, every third of `--lease-ttl`: a member node whose lease lapsed is dead; each of
  *   its live claims (from its claims index) enters grace now, through the `reap` script, so a
  *   binary reconnecting anywhere reclaims it and a grace nobody reclaims expires. Several nodes
- *   may reap at once; the script lets one of them make each transition.
+ *   may reap at once; the script lets one of them make each transition. Then the phones a dead
+ *   node had on this node's claims leave (`reapRemotePhones`).
  * * **Overdue graces**, every second: a grace past its deadline by more than `SLACK` whose
  *   holder is not this node (a dead node's, or one its holder lost track of) is expired here —
  *   Redis answers `expired` to one caller in the cluster, which counts it. The holder's own
@@ -99,7 +100,10 @@ export const makeSweep = (options: SweepOptions) => {
       yield* registry.checkRemote
       // No answer from Redis: the next pass tries again.
       yield* Effect.ignore(expireOverdueGraces)
-      if (pass % reapEvery === 0) yield* Effect.ignore(reapDead)
+      if (pass % reapEvery === 0) {
+        yield* Effect.ignore(reapDead)
+        yield* registry.reapRemotePhones
+      }
     }
   })
 

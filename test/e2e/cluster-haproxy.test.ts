@@ -105,6 +105,7 @@ describe.skipIf(redisServerBinary === undefined || haproxyBinary === undefined)(
     }
     // Round-robin spreads the connections: phones on more than one node, and (dialled in turn
     // with their binaries) never all on their binary's.
+    await eventually(async () => (await clusterSum(nodes, "pyrycode_relay_connected_phones")) === 8)
     const phonesOn = await Promise.all(nodes.map(async (n) => (await metricValue(n.metricsUrl, "pyrycode_relay_connected_phones")) ?? 0))
     expect(phonesOn.filter((count) => count > 0).length).toBeGreaterThan(1)
     expect(phonesOn.reduce((x, y) => x + y, 0)).toBe(8)

@@ -220,4 +220,19 @@ describe("cluster: phones on another node than their binary's", () => {
       assert.isUndefined(a.phoneFor("s", phone.connId))
       assert.strictEqual(yield* count(Metrics.takeovers), 1)
     })))
+
+  it.effect("a dead node's phones leave the claims of other nodes: the binary gets their close notice (1001), the cap frees their places", () =>
+    isolated(Effect.gen(function*() {
+      const { redis, b, binaryConn, phone, planes } = yield* pair
+      redis.leases.set("a", "a-token")
+      yield* b.reapRemotePhones
+      assert.isDefined(b.phoneFor("s", phone.connId), "a holds its lease: nothing happens")
+      assert.strictEqual(redis.phones.get("s")?.get(phone.connId), "a")
+      redis.leases.delete("a")
+      yield* b.reapRemotePhones
+      assert.isUndefined(b.phoneFor("s", phone.connId))
+      assert.deepStrictEqual(binaryConn.sent, [closeNotice(phone.connId, 1001)])
+      assert.isUndefined(redis.phones.get("s")?.get(phone.connId))
+      yield* planes.deliver
+    })))
 })
