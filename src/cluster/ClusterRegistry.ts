@@ -21,6 +21,7 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Metric from "effect/Metric"
 import type * as Scope from "effect/Scope"
+import { type BufferLedger, makeBufferLedger } from "../connection/BufferLedger.ts"
 import * as CloseCodes from "../domain/CloseCodes.ts"
 import * as Log from "../observability/Log.ts"
 import * as Metrics from "../observability/Metrics.ts"
@@ -84,6 +85,8 @@ export const makeClusterRegistry = (options: {
   readonly probeTimeout: Duration.Duration
   /** Unflushed bytes a binary connection may hold (SPEC §4.4); 4 MiB unless given. */
   readonly binaryBudget?: number
+  /** The relay-wide buffer ledger (SPEC §7.4); unbounded unless given. */
+  readonly ledger?: BufferLedger
   readonly graceTimer?: GraceTimer
 }): Effect.Effect<ClusterRegistryShape> =>
   Effect.sync(() => {
@@ -93,7 +96,8 @@ export const makeClusterRegistry = (options: {
       store,
       plane: options.plane,
       maxPhonesPerServer: options.maxPhonesPerServer,
-      binaryBudget: options.binaryBudget ?? 4 * 1024 * 1024
+      binaryBudget: options.binaryBudget ?? 4 * 1024 * 1024,
+      ledger: options.ledger ?? makeBufferLedger(Number.MAX_SAFE_INTEGER)
     })
     const { table, claims, lock, publishCounts, remote, remotePhones } = slots
     const crossNode = makeCrossNode(slots, options.maxPhonesPerServer)

@@ -8,6 +8,7 @@
  */
 import * as Effect from "effect/Effect"
 import * as Metric from "effect/Metric"
+import type { BufferLedger } from "../connection/BufferLedger.ts"
 import * as CloseCodes from "../domain/CloseCodes.ts"
 import * as Log from "../observability/Log.ts"
 import * as Metrics from "../observability/Metrics.ts"
@@ -58,12 +59,13 @@ export const makeNodeSlots = (options: {
   readonly maxPhonesPerServer: number
   /** Unflushed bytes a binary connection may hold (SPEC §4.4). */
   readonly binaryBudget: number
+  readonly ledger: BufferLedger
 }): NodeSlots => {
   const { store, plane } = options
   const table = new SlotTable(options.maxPhonesPerServer)
   const claims = new Map<string, Claim>()
   const remote = makeRemoteSlots(plane, store.nodeId)
-  const remotePhones = makeRemotePhones({ plane, table, claims, binaryBudget: options.binaryBudget })
+  const remotePhones = makeRemotePhones({ plane, table, claims, binaryBudget: options.binaryBudget, ledger: options.ledger })
 
   const publishCounts = Effect.suspend(() =>
     Effect.andThen(

@@ -12,10 +12,12 @@
  */
 import * as Effect from "effect/Effect"
 import * as Stream from "effect/Stream"
+import { type BufferLedger, fits, makeRoom } from "../connection/BufferLedger.ts"
 import type { PeerConnection } from "../connection/PeerConnection.ts"
 import * as CloseCodes from "../domain/CloseCodes.ts"
 import { closeNotice } from "../domain/Envelope.ts"
 import type { Outbox } from "../outbox/Outbox.ts"
+import { reportShed } from "../forwarding/Shedding.ts"
 import type { OfferResult } from "../outbox/OutboxQueue.ts"
 import type { PhoneHandle } from "../registry/Handles.ts"
 import type { SlotTable } from "../registry/SlotTable.ts"
@@ -111,6 +113,8 @@ export const makeRemotePhones = (options: {
   readonly claims: Map<string, Claim>
   /** Unflushed bytes a binary connection may hold (SPEC §4.4). */
   readonly binaryBudget: number
+  /** The relay-wide bound (SPEC §7.4): frames from other nodes count in it like any. */
+  readonly ledger: BufferLedger
 }): RemotePhones => {
   const { plane, table, claims } = options
   const bySlot = new Map<string, Map<string, ProxyPhone>>()
@@ -194,7 +198,14 @@ export const makeRemotePhones = (options: {
     if (proxy.refused) return dropFrames(report, "binary_write_failed", envelopes.length)
     let bytes = 0
     for (const envelope of envelopes) bytes += envelope.length
-    if (binary.conn.pendingBytes() + bytes > options.binaryBudget || !binary.conn.send(envelopes)) {
+    let room = binary.conn.pendingBytes() + bytes <= options.binaryBudget
+    if (room && !fits(options.ledger, bytes)) {
+      // The relay-wide budget is full: the largest backlogs are shed first (SPEC §7.4).
+      const made = makeRoom(options.ledger, bytes, binary.conn)
+      if (made.shed.length > 0) report.effects.push(reportShed(made.shed))
+      room = made.fits
+    }
+    if (!room || !binary.conn.send(envelopes)) {
       // SPEC §4.4 across nodes: the phone whose frames the binary cannot take ends (1011 there).
       proxy.refused = true
       dropFrames(report, "binary_write_failed", envelopes.length)

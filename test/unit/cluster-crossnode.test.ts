@@ -11,12 +11,13 @@ import { type ClusterRegistryShape, makeClusterRegistry } from "../../src/cluste
 import * as CloseCodes from "../../src/domain/CloseCodes.ts"
 import { closeNotice, envelopePrefix, wrap } from "../../src/domain/Envelope.ts"
 import * as Metrics from "../../src/observability/Metrics.ts"
+import { type BufferLedger, makeBufferLedger } from "../../src/connection/BufferLedger.ts"
 import { binaryHandle, count, isolated, phoneHandle, settle } from "../support/Core.ts"
 import { makeFakeConnection } from "../support/FakeConnection.ts"
 import { makeMemoryRedis, type MemoryRedis, memoryOwnership } from "../support/MemoryOwnership.ts"
 import { makeMemoryPlanes, type MemoryPlanes } from "../support/MemoryPlane.ts"
 
-const node = (redis: MemoryRedis, nodeId: string, planes: MemoryPlanes) =>
+const node = (redis: MemoryRedis, nodeId: string, planes: MemoryPlanes, ledger?: BufferLedger) =>
   Effect.gen(function*() {
     let registry: ClusterRegistryShape | undefined
     const plane = planes.planeFor(nodeId, () => registry?.planeHandlers)
@@ -26,7 +27,8 @@ const node = (redis: MemoryRedis, nodeId: string, planes: MemoryPlanes) =>
       scope: yield* Effect.scope,
       store: memoryOwnership(redis, nodeId),
       plane,
-      probeTimeout: Duration.seconds(10)
+      probeTimeout: Duration.seconds(10),
+      ...(ledger === undefined ? {} : { ledger })
     })
     return registry
   })
@@ -234,5 +236,26 @@ describe("cluster: phones on another node than their binary's", () => {
       assert.deepStrictEqual(binaryConn.sent, [closeNotice(phone.connId, 1001)])
       assert.isUndefined(redis.phones.get("s")?.get(phone.connId))
       yield* planes.deliver
+    })))
+
+  it.effect("frames from another node count in the relay-wide buffer bound (SPEC §7.4): over it, the phone elsewhere is closed 1011 binary backlog full", () =>
+    isolated(Effect.gen(function*() {
+      const redis = makeMemoryRedis()
+      const planes = makeMemoryPlanes()
+      const ledger = makeBufferLedger(1_000)
+      const a = yield* node(redis, "a", planes)
+      const b = yield* node(redis, "b", planes, ledger)
+      const binaryConn = yield* makeFakeConnection({ writes: "stall", ledger })
+      assert.strictEqual((yield* b.claim(binaryHandle("s", binaryConn)))._tag, "Claimed")
+      const phoneConn = yield* makeFakeConnection()
+      const phone = yield* a.registerPhone("s", phoneHandle(phoneConn))
+      yield* planes.deliver
+      phone.servedBy.remote!.relay(phone.connId, [wrap(phone.envelopePrefix, Buffer.alloc(2_000, 0x31))])
+      yield* planes.deliver
+      yield* settle
+      yield* planes.deliver
+      yield* settle
+      assert.deepStrictEqual(binaryConn.sent, [])
+      assert.deepStrictEqual(phoneConn.closedWith(), CloseCodes.BinaryBacklogFull)
     })))
 })
