@@ -12,8 +12,10 @@
  * 3. Redis commands per forwarded frame: one loadgen run against a cluster-mode relay, Redis's
  *    `total_commands_processed` during the run minus the idle rate (health, lease, sweep),
  *    divided by the frames the relay forwarded.
- * 4. Three nodes with every pair crossing nodes: not yet (the cross-node data plane,
- *    docs/cluster.md) — printed as such.
+ * 4. Every pair crossing nodes (issue 15's load: 4 server-ids × 4 phones, 100 B, window 32):
+ *    binaries on node B, phones on node A of a two-node cluster, against the same load on a
+ *    single process — round trips/s and its ratio, p50/p99, lost/reordered/duplicated, and the
+ *    Redis commands per crossing frame (each round trip is two frames).
  *
  * Prints one JSON line per part and a final summary line.
  */
@@ -179,6 +181,50 @@ const commandsPerFrame = async (redisUrl: string) => {
   }
 }
 
+/** Part 4: binaries on B, phones on A, every frame through Redis; the same load on one process. */
+const crossing = async (redisUrl: string) => {
+  const load = (binaryPort: number, phonePort: number) =>
+    runNodeScript("bench/loadgen.ts", [
+      "--url", `ws://127.0.0.1:${binaryPort}`, "--phone-url", `ws://127.0.0.1:${phonePort}`,
+      "--servers", "4", "--phones", "4", "--bytes", "100", "--window", "32", "--frames", values.frames, "--warmup", "500"
+    ], 300_000).then((r): Record<string, number> => ({ ...(JSON.parse(r.stdout.trim().split("\n").pop() || "{}") as Record<string, number>), code: r.code }))
+  const start = async (extra: string, name: string) => {
+    const port = await freePort()
+    const metricsPort = await freePort()
+    const argv = splitCommand(relayCommand(extra).replaceAll("{port}", `${port}`).replaceAll("{metricsPort}", `${metricsPort}`))
+    return { port, metricsPort, server: await startServer(argv, port, `${REPO_ROOT}/bench/out/cluster-${name}.log`) }
+  }
+  const single = await start("", "crossing-single")
+  let baseline
+  try {
+    baseline = await load(single.port, single.port)
+  } finally {
+    await stopServer(single.server)
+  }
+  const cluster = `--cluster-redis ${redisUrl} --cluster-prefix bench-crossing`
+  const a = await start(`${cluster} --node-id bench-a`, "crossing-a")
+  const b = await start(`${cluster} --node-id bench-b`, "crossing-b")
+  try {
+    await new Promise((r) => setTimeout(r, 1_500))
+    const before = await commandsProcessed(redisUrl)
+    const crossed = await load(b.port, a.port)
+    const commands = await commandsProcessed(redisUrl) - before
+    const frames = await scrapeSum(a.metricsPort, "pyrycode_relay_frames_forwarded_total") +
+      await scrapeSum(b.metricsPort, "pyrycode_relay_frames_forwarded_total")
+    return {
+      crossing: crossed,
+      singleProcess: baseline,
+      roundTripsRatio: round((crossed.roundTripsPerSec ?? 0) / (baseline.roundTripsPerSec ?? 1), 3),
+      redisCommands: commands,
+      framesForwarded: frames,
+      redisCommandsPerCrossingFrame: round(commands / Math.max(1, frames), 4)
+    }
+  } finally {
+    await stopServer(a.server)
+    await stopServer(b.server)
+  }
+}
+
 const main = async () => {
   buildService()
   const redis = await startRedis()
@@ -189,8 +235,9 @@ const main = async () => {
     line({ part: "redis round trips added per transition (ms)", ...latency })
     const perFrame = await commandsPerFrame(redis.url)
     line({ part: "redis commands per forwarded frame", ...perFrame })
-    line({ part: "3 nodes, every pair crossing nodes", result: "not yet: the cross-node data plane (docs/cluster.md)" })
-    line({ summary: "bench:cluster", sameNode: same, latency, perFrame })
+    const cross = await crossing(redis.url)
+    line({ part: "every pair crossing nodes (phones on A, binaries on B) vs single process", ...cross })
+    line({ summary: "bench:cluster", sameNode: same, latency, perFrame, crossing: cross })
   } finally {
     redis.stop()
   }

@@ -2,7 +2,7 @@
  * Load generator: K echoing binaries, P phones per server-id, N frames of ~B bytes per phone with at
  * most W in flight; checks every echo (complete, in order, exactly once) and prints one JSON line.
  *
- *   node bench/loadgen.ts --url ws://127.0.0.1:PORT --servers K --phones P --frames N --bytes B \
+ *   node bench/loadgen.ts --url ws://127.0.0.1:PORT [--phone-url ws://127.0.0.1:PORT2] --servers K --phones P --frames N --bytes B \
  *     --window W [--processes C] [--warmup 500] [--timeout 120] [--stall 15]
  *     [--flush immediate|microtask|sync] [--connect-concurrency 32]
  *
@@ -22,6 +22,7 @@ import { mergeSorted, percentile, round } from "./lib/stats.ts"
 const { values } = parseArgs({
   options: {
     url: { type: "string" },
+    "phone-url": { type: "string" },
     servers: { type: "string", default: "4" },
     phones: { type: "string", default: "4" },
     frames: { type: "string", default: "5000" },
@@ -40,8 +41,10 @@ const { values } = parseArgs({
 
 const { int, loopbackUrl } = makeArgChecks("loadgen")
 const url = loopbackUrl(values.url)
+const phoneUrl = values["phone-url"] === undefined ? undefined : loopbackUrl(values["phone-url"])
 const opts: WorkerOpts = {
   url,
+  ...(phoneUrl === undefined ? {} : { phoneUrl }),
   servers: int("servers", values.servers, 1),
   phones: int("phones", values.phones, 1),
   frames: int("frames", values.frames, 1),
@@ -204,7 +207,7 @@ const runParent = async (): Promise<number> => {
   const t0 = performance.now()
   const base = Math.floor(opts.servers / processes)
   const extra = opts.servers % processes
-  const passthrough = ["--url", url, "--phones", `${opts.phones}`, "--frames", `${opts.frames}`, "--warmup", `${opts.warmup}`, "--bytes", `${opts.bytes}`, "--window", `${opts.window}`, "--timeout", `${Math.ceil(timeoutMs / 1000)}`, "--stall", `${Math.ceil(stallMs / 1000)}`, "--flush", values.flush, "--connect-concurrency", `${opts.connectConcurrency}`]
+  const passthrough = ["--url", url, ...(phoneUrl === undefined ? [] : ["--phone-url", phoneUrl]), "--phones", `${opts.phones}`, "--frames", `${opts.frames}`, "--warmup", `${opts.warmup}`, "--bytes", `${opts.bytes}`, "--window", `${opts.window}`, "--timeout", `${Math.ceil(timeoutMs / 1000)}`, "--stall", `${Math.ceil(stallMs / 1000)}`, "--flush", values.flush, "--connect-concurrency", `${opts.connectConcurrency}`]
   const children = Array.from({ length: processes }, (_, i) =>
     fork(import.meta.filename, [...passthrough, "--servers", `${base + (i < extra ? 1 : 0)}`, "--child"], {
       serialization: "advanced",

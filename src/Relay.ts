@@ -46,7 +46,7 @@ export { routes } from "./http/Health.ts"
  * (CLUSTER.md), the cluster layer, whose module — and node-redis with it — is loaded only then.
  * The cluster layer also provides `Availability` (Redis's health for `/readyz` and the gate).
  */
-const SharedState: Layer.Layer<Registry | RateLimiter, never, RelayConfig> = Layer.unwrap(
+const SharedState: Layer.Layer<Registry | RateLimiter, never, RelayConfig | Ledger> = Layer.unwrap(
   Effect.gen(function*() {
     const config = yield* RelayConfig
     if (config.cluster === undefined) return Layer.merge(Registry.layer, RateLimiter.layer)
@@ -60,8 +60,8 @@ const SharedState: Layer.Layer<Registry | RateLimiter, never, RelayConfig> = Lay
  * watcher (heartbeat and deadlines of every connection), the limits.
  */
 export const RelayCore = Layer.mergeAll(
-  SharedState,
-  Ledger.layer,
+  // One ledger: the cluster registry writes frames from other nodes under the same bound.
+  SharedState.pipe(Layer.provideMerge(Ledger.layer)),
   Lifecycle.layer,
   ConnectionWatcher.layer,
   ConnectionCaps.layer

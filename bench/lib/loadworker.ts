@@ -10,6 +10,8 @@ import { binaryHeaders, openSocket, phoneHeaders, pool } from "./dial.ts"
 
 export interface WorkerOpts {
   readonly url: string
+  /** Where phones dial (another relay node of a cluster: every pair then crosses nodes); `url` by default. */
+  readonly phoneUrl?: string
   readonly servers: number
   readonly phones: number
   readonly frames: number
@@ -192,7 +194,7 @@ export class LoadWorker {
     const hello = `{"hello":${i}}`
     let lastClose = 0
     for (let attempt = 1; attempt <= 10; attempt++) {
-      const ws = await openSocket(`${this.o.url}/v1/client`, phoneHeaders(id))
+      const ws = await openSocket(`${this.o.phoneUrl ?? this.o.url}/v1/client`, phoneHeaders(id))
       const outcome = await new Promise<"ok" | "closed" | "timeout" | "wrong">((resolve) => {
         const timer = setTimeout(() => resolve("timeout"), 5000)
         ws.once("message", (d: Buffer) => {

@@ -15,6 +15,7 @@ import * as Log from "../observability/Log.ts"
 import * as Metrics from "../observability/Metrics.ts"
 import { evict } from "../registry/Registry.ts"
 import type { GraceToken } from "../registry/SlotTable.ts"
+import type { CrossNode } from "./CrossNode.ts"
 import type { NodeSlots } from "./NodeSlots.ts"
 import type { PlaneHandlers } from "./Plane.ts"
 
@@ -25,7 +26,7 @@ const PROBE_TRANSIT_MILLIS = 1_000
 
 export const makeClaimChecks = (
   slots: NodeSlots,
-  options: { readonly gracePeriod: Duration.Duration; readonly probeTimeout: Duration.Duration }
+  options: { readonly gracePeriod: Duration.Duration; readonly probeTimeout: Duration.Duration; readonly crossNode: CrossNode }
 ) => {
   const { table, claims, lock, store } = slots
   const lose = (serverId: string) => slots.endHere(serverId, "lost")
@@ -49,6 +50,9 @@ export const makeClaimChecks = (
         case "Expired": {
           const expired = table.expire(serverId, token)!
           claims.delete(serverId)
+          slots.remotePhones.forget(serverId)
+          // Its phones on other nodes are closed 1000 there; counted here only.
+          yield* options.crossNode.announceEnd(serverId, held.epoch, reply.value.phones, "expired")
           yield* Effect.ignore(Effect.all([store.unindexGrace(serverId), store.unindexClaim(serverId)]))
           yield* slots.publishCounts
           yield* evict(expired.phones, CloseCodes.Normal, "grace_expired")
@@ -120,7 +124,7 @@ export const makeClaimChecks = (
   const claimLost = (serverId: string, epoch: string) =>
     lock(serverId, Effect.suspend(() => (claims.get(serverId)?.epoch === epoch ? lose(serverId) : Effect.void)))
 
-  const planeHandlers: PlaneHandlers = { probeLocal, claimLost }
+  const planeHandlers: Omit<PlaneHandlers, "relay"> = { probeLocal, claimLost }
 
   return {
     expireWhenDue,

@@ -10,6 +10,7 @@ import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import { randomBytes } from "node:crypto"
 import { RelayConfig } from "../config/RelayConfig.ts"
+import { Ledger } from "../connection/BufferLedger.ts"
 import type { ClusterSettings } from "../config/RelayConfigShape.ts"
 import { Availability } from "../lifecycle/Availability.ts"
 import * as Metrics from "../observability/Metrics.ts"
@@ -53,7 +54,9 @@ const clusterRegistry = (settings: ClusterSettings) =>
         scope,
         store,
         plane,
-        probeTimeout: config.probeTimeout
+        probeTimeout: config.probeTimeout,
+        binaryBudget: config.phoneOutboxBytes,
+        ledger: yield* Ledger
       })
       handlers = registry.planeHandlers
       const lease = yield* keepLease({

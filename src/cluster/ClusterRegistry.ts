@@ -9,7 +9,11 @@
  * synchronously, as they do in a single process.
  *
  * This node's table, claims and lock are `NodeSlots`; what keeps them true to Redis between
- * transitions (expiry, checks, answers to other nodes, the drain's hand-over) is `ClaimChecks`.
+ * transitions (expiry, checks, answers to other nodes, the drain's hand-over) is `ClaimChecks`;
+ * phones joining and leaving are `PhoneRegistration`. Phones on another node than their binary's
+ * (§2.2) are served through the plane: this node's phones of other nodes' claims are its remote
+ * slots (`RemoteSlots`), other nodes' phones of its claims stand in its routing (`RemotePhones`),
+ * and every end of a claim reaches its phones' nodes (`CrossNode`).
  */
 import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
@@ -17,16 +21,18 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Metric from "effect/Metric"
 import type * as Scope from "effect/Scope"
+import { type BufferLedger, makeBufferLedger } from "../connection/BufferLedger.ts"
 import * as CloseCodes from "../domain/CloseCodes.ts"
-import { NoServer, PhonesAtCap, RegistryUnavailable, ServerElsewhere } from "../domain/Errors.ts"
 import * as Log from "../observability/Log.ts"
 import * as Metrics from "../observability/Metrics.ts"
 import { type GraceTimer, interruptingTimer } from "../registry/GraceTimer.ts"
 import type { BinaryHandle, PhoneHandle } from "../registry/Handles.ts"
-import { type ClaimResult, type Counts, evict, type RegisterError, type RegistryShape, type TakeoverResult } from "../registry/Registry.ts"
+import { type ClaimResult, type Counts, evict, type RegistryShape, type TakeoverResult } from "../registry/Registry.ts"
 import { makeClaimChecks } from "./ClaimChecks.ts"
+import { makeCrossNode } from "./CrossNode.ts"
 import { makeNodeSlots } from "./NodeSlots.ts"
-import type { OwnershipStore } from "./Ownership.ts"
+import type { OwnershipStore, RemotePhone } from "./Ownership.ts"
+import { makePhoneRegistration } from "./PhoneRegistration.ts"
 import type { PlaneHandlers, PlaneShape } from "./Plane.ts"
 import { type RemoteClaim, remoteIncumbent } from "./RemoteIncumbent.ts"
 
@@ -45,10 +51,22 @@ export interface ClusterRegistryShape extends RegistryShape {
   readonly holds: (serverId: string) => boolean
   /** What this node answers other nodes through the plane. */
   readonly planeHandlers: PlaneHandlers
+  /** The backstop: this node's phones of other nodes' claims, checked against Redis (once). */
+  readonly checkRemote: Effect.Effect<void>
+  /** Phones of this node's claims on nodes that died: dropped, their binaries told (once). */
+  readonly reapRemotePhones: Effect.Effect<void>
+  /**
+   * Another node's claim `epoch` was expired by this node's sweep, which got its phones from
+   * Redis: every node with phones of it closes them 1000 (this one included).
+   */
+  readonly expiredElsewhere: (serverId: string, epoch: string, phones: ReadonlyArray<RemotePhone>) => Effect.Effect<void>
 }
 
-/** A conn_id clash with another node's phone of the slot is redrawn at most this often. */
-const CONN_ID_DRAWS = 3
+/** A claim this transition ended, with the phones Redis said it had on every node. */
+interface Ended {
+  readonly epoch: string
+  readonly phones: ReadonlyArray<RemotePhone>
+}
 
 const GONE: ClaimResult = { _tag: "Gone" }
 const HELD: ClaimResult = { _tag: "Held" }
@@ -65,14 +83,26 @@ export const makeClusterRegistry = (options: {
   readonly plane: PlaneShape
   /** SPEC's `--probe-timeout`: how long another node's incumbent has to answer through its node. */
   readonly probeTimeout: Duration.Duration
+  /** Unflushed bytes a binary connection may hold (SPEC §4.4); 4 MiB unless given. */
+  readonly binaryBudget?: number
+  /** The relay-wide buffer ledger (SPEC §7.4); unbounded unless given. */
+  readonly ledger?: BufferLedger
   readonly graceTimer?: GraceTimer
 }): Effect.Effect<ClusterRegistryShape> =>
   Effect.sync(() => {
     const { store, gracePeriod } = options
     const timer = options.graceTimer ?? interruptingTimer(options.scope)
-    const slots = makeNodeSlots(store, options.maxPhonesPerServer)
-    const { table, claims, lock, publishCounts } = slots
-    const checks = makeClaimChecks(slots, options)
+    const slots = makeNodeSlots({
+      store,
+      plane: options.plane,
+      maxPhonesPerServer: options.maxPhonesPerServer,
+      binaryBudget: options.binaryBudget ?? 4 * 1024 * 1024,
+      ledger: options.ledger ?? makeBufferLedger(Number.MAX_SAFE_INTEGER)
+    })
+    const { table, claims, lock, publishCounts, remote, remotePhones } = slots
+    const crossNode = makeCrossNode(slots, options.maxPhonesPerServer)
+    const checks = makeClaimChecks(slots, { ...options, crossNode })
+    const phones = makePhoneRegistration(slots, options.maxPhonesPerServer)
     /** Incumbents on other nodes handed out by `claim`, for `takeover` to recognise. */
     const remotes = new WeakMap<BinaryHandle, RemoteClaim>()
     const lose = (serverId: string) => slots.endHere(serverId, "lost")
@@ -85,17 +115,25 @@ export const makeClusterRegistry = (options: {
     /**
      * Installs `binary` locally under `epoch` after Redis gave it the slot (a fresh claim, a
      * reclaim, or a takeover from a dead node), and counts that; `Gone` if it left meanwhile.
+     * The claim it `ended` reaches its phones on every node (4404).
      */
-    const install = (binary: BinaryHandle, epoch: string, counted: "claim" | "reclaim" | "takeover") =>
+    const install = (binary: BinaryHandle, epoch: string, counted: "claim" | "reclaim" | "takeover", ended?: Ended) =>
       Effect.suspend((): Effect.Effect<ClaimResult> => {
+        remotePhones.forget(binary.serverId)
+        const endedElsewhere = Effect.andThen(
+          ended === undefined ? Effect.void : crossNode.announceEnd(binary.serverId, ended.epoch, ended.phones, "reclaimed"),
+          // Phones here of an older claim of another node (its word lost): a newer claim holds it now.
+          crossNode.endRemote(binary.serverId, undefined, "reclaimed")
+        )
         const local = table.claim(binary)
         if (local._tag === "Gone") {
           // Redis holds a live claim of this node for a binary that left: end it at once.
-          return Effect.as(Effect.ignore(store.expire(binary.serverId, epoch)), GONE)
+          return Effect.as(Effect.andThen(endedElsewhere, Effect.ignore(store.expire(binary.serverId, epoch))), GONE)
         }
         claims.set(binary.serverId, { epoch, graceSince: undefined })
         const phones = local._tag === "Reclaimed" ? local.phones : []
         return Effect.gen(function*() {
+          yield* endedElsewhere
           // The reaper's index (should this node die), and no longer a grace for the sweep.
           yield* Effect.ignore(store.indexClaim(binary.serverId))
           if (counted === "reclaim") yield* Effect.ignore(store.unindexGrace(binary.serverId))
@@ -129,7 +167,7 @@ export const makeClusterRegistry = (options: {
             const { fromNode, fromEpoch } = reply.value
             // The grace's node closes its phones of the old claim now (its sweep would within a second).
             if (fromNode !== store.nodeId) options.plane.tellLost(fromNode, binary.serverId, fromEpoch)
-            return yield* install(binary, reply.value.epoch, "reclaim")
+            return yield* install(binary, reply.value.epoch, "reclaim", { epoch: fromEpoch, phones: reply.value.phones })
           }
           case "Conflict": {
             const { node, epoch } = reply.value
@@ -137,7 +175,9 @@ export const makeClusterRegistry = (options: {
               // A ghost of this node's (its binary is not here): replaced at once, nothing counted.
               const ghost = yield* Effect.exit(store.takeover(binary.serverId, epoch))
               if (Exit.isFailure(ghost)) return UNAVAILABLE
-              return ghost.value._tag === "TookOver" ? yield* install(binary, ghost.value.epoch, "claim") : HELD
+              return ghost.value._tag === "TookOver"
+                ? yield* install(binary, ghost.value.epoch, "claim", { epoch, phones: ghost.value.phones })
+                : HELD
             }
             // Another node's live binary: the session probes it through that node (§2.1), outside this lock.
             const incumbent = remoteIncumbent(binary.serverId, { node, epoch }, options.plane, options.probeTimeout)
@@ -158,9 +198,12 @@ export const makeClusterRegistry = (options: {
           }
           if (local !== undefined) {
             // This node's own grace: reclaimed by its epoch.
-            const reply = yield* Effect.exit(store.takeover(binary.serverId, claims.get(binary.serverId)!.epoch))
+            const old = claims.get(binary.serverId)!.epoch
+            const reply = yield* Effect.exit(store.takeover(binary.serverId, old))
             if (Exit.isFailure(reply)) return UNAVAILABLE
-            if (reply.value._tag === "TookOver") return yield* install(binary, reply.value.epoch, "reclaim")
+            if (reply.value._tag === "TookOver") {
+              return yield* install(binary, reply.value.epoch, "reclaim", { epoch: old, phones: reply.value.phones })
+            }
             // Redis no longer has this grace as ours (expired or reclaimed elsewhere meanwhile).
             yield* lose(binary.serverId)
           }
@@ -177,7 +220,7 @@ export const makeClusterRegistry = (options: {
         if (reply.value._tag !== "TookOver") return "Superseded" as const
         // Its node closes its binary 1011 and its phones 4404, as a takeover here would.
         yield* incumbent.conn.close(CloseCodes.HeartbeatTimeout)
-        const installed = yield* install(binary, reply.value.epoch, "takeover")
+        const installed = yield* install(binary, reply.value.epoch, "takeover", { epoch: remote.epoch, phones: reply.value.phones })
         return installed._tag === "Gone" ? "Gone" as const : "TookOver" as const
       })
 
@@ -198,7 +241,10 @@ export const makeClusterRegistry = (options: {
             return "Superseded" as const
           }
           // The new epoch is this node's either way: if the newcomer left meanwhile, the incumbent keeps the slot under it.
+          const old = held.epoch
           held.epoch = reply.value.epoch
+          remotePhones.forget(binary.serverId)
+          yield* crossNode.announceEnd(binary.serverId, old, reply.value.phones, "reclaimed")
           const took = table.takeover(binary, incumbent)
           if (typeof took === "string") return took
           held.graceSince = undefined
@@ -222,6 +268,8 @@ export const makeClusterRegistry = (options: {
           const held = claims.get(binary.serverId)
           if (token === undefined || held === undefined) return
           held.graceSince = yield* Clock.currentTimeMillis
+          // Its phones on other nodes stop sending now (a frame during grace ends a phone, SPEC §3.4).
+          remotePhones.grace(binary.serverId, held.epoch)
           token.cancel = yield* timer.start(gracePeriod, checks.expireWhenDue(binary.serverId, token))
           yield* publishCounts
           yield* Log.info("server released", {
@@ -237,62 +285,6 @@ export const makeClusterRegistry = (options: {
         })
       )
 
-    const registerPhone = (
-      serverId: string,
-      make: (connId: string, servedBy: BinaryHandle) => PhoneHandle
-    ): Effect.Effect<PhoneHandle, RegisterError> =>
-      lock(
-        serverId,
-        Effect.gen(function*() {
-          const held = claims.get(serverId)
-          if (held === undefined) {
-            // Not held here: NoServer, or held on another node (not relayed yet: docs/cluster.md).
-            const holder = yield* store.holder(serverId)
-            return yield* holder === undefined ? new NoServer() : new ServerElsewhere()
-          }
-          for (let draw = 0; draw < CONN_ID_DRAWS; draw++) {
-            const live = table.phoneIds(serverId)
-            if (live.length >= options.maxPhonesPerServer) return yield* new PhonesAtCap()
-            const connId = table.issueConnId(serverId)
-            const reply = yield* store.register(serverId, connId, options.maxPhonesPerServer, held.epoch, live)
-            switch (reply._tag) {
-              case "Duplicate":
-                continue
-              case "AtCap":
-                return yield* new PhonesAtCap()
-              case "NoServer":
-              case "Moved":
-                // Redis is not in step with this node's claim: it is checked again at the next lapse.
-                return yield* new RegistryUnavailable({ reason: "out of step" })
-              case "Ok": {
-                const phone = table.registerAs(serverId, connId, make)
-                if (typeof phone === "string") return yield* new PhonesAtCap()
-                yield* publishCounts
-                if (slots.closing !== undefined) yield* evict([phone], slots.closing, "shutdown")
-                yield* Log.info("phone registered", {
-                  server_id: serverId,
-                  conn_id: phone.connId,
-                  ...(phone.deviceName === undefined ? {} : { device_name: phone.deviceName })
-                })
-                return phone
-              }
-            }
-          }
-          return yield* new RegistryUnavailable({ reason: "conn_id clash" })
-        })
-      )
-
-    const unregisterPhone = (phone: PhoneHandle): Effect.Effect<void> =>
-      Effect.suspend(() => {
-        if (!table.unregister(phone)) return Effect.void
-        return Effect.gen(function*() {
-          yield* publishCounts
-          yield* Log.info("phone unregistered", { server_id: phone.serverId, conn_id: phone.connId })
-          // No answer: the entry is dropped by the next registration that finds the slot full.
-          yield* Effect.ignore(store.unregister(phone.serverId, phone.connId))
-        })
-      })
-
     /** The drain (§2.9): live claims to grace in Redis first, then every connection closed. */
     const closeAll = (close: CloseCodes.CloseCode): Effect.Effect<void> =>
       Effect.suspend(() => {
@@ -301,8 +293,9 @@ export const makeClusterRegistry = (options: {
           checks.handOver,
           Effect.suspend(() => {
             const { binaries, phones } = table.stopGraces()
+            const remotePhonesHere = remote.all().flatMap((slot) => [...slot.phones.values()])
             return Effect.all([
-              evict(phones, close, "shutdown"),
+              evict([...phones, ...remotePhonesHere], close, "shutdown"),
               Effect.forEach(binaries, (binary) => binary.conn.close(close), { concurrency: "unbounded", discard: true })
             ], { concurrency: "unbounded", discard: true })
           })
@@ -313,17 +306,22 @@ export const makeClusterRegistry = (options: {
       claim,
       takeover,
       release,
-      registerPhone,
-      unregisterPhone,
-      binaryFor: (serverId) => table.binaryFor(serverId),
-      phoneFor: (serverId, connId) => table.phoneFor(serverId, connId),
-      isLiveHolder: (binary) => table.isLiveHolder(binary),
-      counts: Effect.sync((): Counts => ({ binaries: table.liveBinaries(), phones: table.phones() })),
+      registerPhone: phones.registerPhone,
+      unregisterPhone: phones.unregisterPhone,
+      // A miss here is a phone or binary of another node's claim: the remote tables, also synchronous.
+      binaryFor: (serverId) => table.binaryFor(serverId) ?? remote.binaryFor(serverId),
+      phoneFor: (serverId, connId) =>
+        table.phoneFor(serverId, connId) ?? remotePhones.phoneFor(serverId, connId) ?? remote.phoneFor(serverId, connId),
+      isLiveHolder: (binary) => (binary.remote === undefined ? table.isLiveHolder(binary) : remote.isLiveHolder(binary)),
+      counts: Effect.sync((): Counts => ({ binaries: table.liveBinaries(), phones: table.phones() + remote.phoneCount() })),
       closeAll,
-      checkClaims: checks.checkClaims,
+      checkClaims: Effect.andThen(crossNode.rejoinAll, checks.checkClaims),
       handOver: checks.handOver,
       checkGraces: checks.checkGraces,
       holds: (serverId) => claims.has(serverId),
-      planeHandlers: checks.planeHandlers
+      planeHandlers: { ...checks.planeHandlers, relay: crossNode.relay },
+      checkRemote: crossNode.checkRemote,
+      reapRemotePhones: crossNode.reapRemotePhones,
+      expiredElsewhere: (serverId, epoch, phones) => lock(serverId, crossNode.announceEnd(serverId, epoch, phones, "expired"))
     } satisfies ClusterRegistryShape
   })

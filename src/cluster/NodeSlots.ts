@@ -8,6 +8,7 @@
  */
 import * as Effect from "effect/Effect"
 import * as Metric from "effect/Metric"
+import type { BufferLedger } from "../connection/BufferLedger.ts"
 import * as CloseCodes from "../domain/CloseCodes.ts"
 import * as Log from "../observability/Log.ts"
 import * as Metrics from "../observability/Metrics.ts"
@@ -15,6 +16,9 @@ import { evict } from "../registry/Registry.ts"
 import { SlotTable } from "../registry/SlotTable.ts"
 import { type KeyedLock, makeKeyedLock } from "./KeyedLock.ts"
 import type { OwnershipStore } from "./Ownership.ts"
+import type { PlaneShape } from "./Plane.ts"
+import { makeRemotePhones, type RemotePhones } from "./RemotePhones.ts"
+import { makeRemoteSlots, type RemoteSlots } from "./RemoteSlots.ts"
 
 /** This node's claim of a slot. */
 export interface Claim {
@@ -28,7 +32,12 @@ export interface NodeSlots {
   readonly claims: Map<string, Claim>
   readonly lock: KeyedLock
   readonly store: OwnershipStore
-  /** The connection gauges, from the table. */
+  readonly plane: PlaneShape
+  /** Phones here whose binary is on another node (CLUSTER.md §2.2). */
+  readonly remote: RemoteSlots
+  /** Phones elsewhere of this node's claims. */
+  readonly remotePhones: RemotePhones
+  /** The connection gauges, from the table and this node's phones of other nodes' claims. */
   readonly publishCounts: Effect.Effect<void>
   /**
    * Redis says the slot is no longer this node's: drop it here, nothing counted. `lost` (another
@@ -44,14 +53,24 @@ export interface NodeSlots {
   closing: CloseCodes.CloseCode | undefined
 }
 
-export const makeNodeSlots = (store: OwnershipStore, maxPhonesPerServer: number): NodeSlots => {
-  const table = new SlotTable(maxPhonesPerServer)
+export const makeNodeSlots = (options: {
+  readonly store: OwnershipStore
+  readonly plane: PlaneShape
+  readonly maxPhonesPerServer: number
+  /** Unflushed bytes a binary connection may hold (SPEC §4.4). */
+  readonly binaryBudget: number
+  readonly ledger: BufferLedger
+}): NodeSlots => {
+  const { store, plane } = options
+  const table = new SlotTable(options.maxPhonesPerServer)
   const claims = new Map<string, Claim>()
+  const remote = makeRemoteSlots(plane, store.nodeId)
+  const remotePhones = makeRemotePhones({ plane, table, claims, binaryBudget: options.binaryBudget, ledger: options.ledger })
 
   const publishCounts = Effect.suspend(() =>
     Effect.andThen(
       Metric.update(Metrics.connectedBinaries, table.liveBinaries()),
-      Metric.update(Metrics.connectedPhones, table.phones())
+      Metric.update(Metrics.connectedPhones, table.phones() + remote.phoneCount())
     )
   )
 
@@ -59,6 +78,7 @@ export const makeNodeSlots = (store: OwnershipStore, maxPhonesPerServer: number)
     Effect.suspend(() => {
       const dropped = table.drop(serverId)
       claims.delete(serverId)
+      remotePhones.forget(serverId)
       if (dropped === undefined) return Effect.void
       return Effect.gen(function*() {
         yield* publishCounts
@@ -72,5 +92,16 @@ export const makeNodeSlots = (store: OwnershipStore, maxPhonesPerServer: number)
       })
     })
 
-  return { table, claims, lock: makeKeyedLock(), store, publishCounts, endHere, closing: undefined }
+  return {
+    table,
+    claims,
+    lock: makeKeyedLock(),
+    store,
+    plane,
+    remote,
+    remotePhones,
+    publishCounts,
+    endHere,
+    closing: undefined
+  }
 }

@@ -87,6 +87,8 @@ export interface OwnershipStore {
     live: ReadonlyArray<string>
   ) => Effect.Effect<RegisterReply, RegistryUnavailable>
   readonly unregister: (serverId: string, connId: string) => Effect.Effect<void, RegistryUnavailable>
+  /** Removes phones of a dead node from the slot (those still listed as that node's). */
+  readonly dropPhones: (serverId: string, deadNode: string, connIds: ReadonlyArray<string>) => Effect.Effect<void, RegistryUnavailable>
   /** Who holds the slot, if anyone. */
   readonly holder: (serverId: string) => Effect.Effect<Holder | undefined, RegistryUnavailable>
   /** Whether a node's lease is alive (a node whose lease lapsed is dead to the cluster, §2.6). */
@@ -242,6 +244,10 @@ export const redisOwnership = (
       ),
     unregister: (serverId, connId) =>
       Effect.asVoid(redis.eval("unregister", Scripts.unregister)(keys.phones(serverId), connId, nodeId)),
+    dropPhones: (serverId, deadNode, connIds) =>
+      Effect.forEach(connIds, (connId) => redis.eval("reap", Scripts.unregister)(keys.phones(serverId), connId, deadNode), {
+        discard: true
+      }),
     holder: (serverId) =>
       Effect.map(
         redis.send<[string | null, string | null, string | null]>("lookup", "HMGET", keys.server(serverId), "state", "node", "epoch"),

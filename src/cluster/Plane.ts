@@ -7,8 +7,9 @@
  * (`redis_down`) or that reached no subscriber (`node_gone`: the node is gone — and a probe
  * waiting on it is answered at once).
  *
- * Today it carries the conflict probe through the holder's node and the word that a claim was
- * taken over; frames do not cross nodes yet (docs/cluster.md).
+ * It carries the conflict probe through the holder's node, the word that a claim was taken over,
+ * and the data plane (`Wire.Relayed`: frames, joins, leaves, closes between a phone's node and its
+ * binary's), handed to the registry one batch at a time, in order.
  */
 import * as Clock from "effect/Clock"
 import * as Deferred from "effect/Deferred"
@@ -29,6 +30,11 @@ export interface PlaneHandlers {
   readonly probeLocal: (serverId: string, epoch: string) => Effect.Effect<boolean>
   /** Another node took claim `epoch` over: its binary and phones here are closed as in a takeover. */
   readonly claimLost: (serverId: string, epoch: string) => Effect.Effect<void>
+  /**
+   * A batch's data-plane records, in order. Handled synchronously (so order holds across
+   * batches); what may wait (counting, closing) is returned, and run after.
+   */
+  readonly relay: (messages: ReadonlyArray<Wire.Relayed>) => Effect.Effect<void> | undefined
 }
 
 /** `gone`: nobody listens on that node's inbox (the node is dead). */
@@ -39,6 +45,11 @@ export interface PlaneShape {
   readonly probe: (node: string, serverId: string, epoch: string, timeout: Duration.Duration) => Effect.Effect<ProbeAnswer>
   /** Tells `node` that this node took claim `epoch` over (queued, best effort). */
   readonly tellLost: (node: string, serverId: string, epoch: string) => void
+  /**
+   * Queues a record for `node`, behind everything queued for it before. `false` when it did not
+   * fit in the destination's queue (dropped, counted `queue_full`).
+   */
+  readonly send: (node: string, message: Wire.Message) => boolean
 }
 
 /** How soon a probe is sent again to a node that holds its lease but had nobody on its inbox. */
@@ -105,7 +116,7 @@ export const makePlane = (options: {
       }
     }
 
-    const send = (node: string, message: Wire.Message): void => {
+    const send = (node: string, message: Wire.Message): boolean => {
       const record = Wire.encode(message)
       let queue = outgoing.get(node)
       if (queue === undefined) {
@@ -115,10 +126,11 @@ export const makePlane = (options: {
       }
       if (queue.bytes + record.length > QUEUE_BYTES) {
         run(drop("queue_full", 1))
-        return
+        return false
       }
       queue.parts.push(record)
       queue.bytes += record.length
+      return true
     }
 
     const receive = (batch: Buffer): void => {
@@ -126,6 +138,7 @@ export const makePlane = (options: {
       run(Metric.update(Metrics.clusterMessages.in, messages.length))
       // Only nodes publish here; a batch cut short is a bug or a foreign publisher, said once per batch.
       if (dropped > 0) run(Log.warn("cluster batch malformed"))
+      let relayed: Array<Wire.Relayed> | undefined
       for (const message of messages) {
         switch (message._tag) {
           case "ProbeAnswer": {
@@ -146,8 +159,13 @@ export const makePlane = (options: {
             if (handlers !== undefined) run(handlers.claimLost(message.serverId, message.epoch))
             break
           }
+          default:
+            ;(relayed ??= []).push(message)
         }
       }
+      if (relayed === undefined) return
+      const after = options.handlers()?.relay(relayed)
+      if (after !== undefined) run(after)
     }
 
     yield* redis.subscribe(inboxChannel(options.prefix, nodeId), receive)
@@ -186,6 +204,7 @@ export const makePlane = (options: {
 
     return {
       probe,
-      tellLost: (node, serverId, epoch) => send(node, { _tag: "ClaimLost", serverId, epoch })
+      tellLost: (node, serverId, epoch) => void send(node, { _tag: "ClaimLost", serverId, epoch }),
+      send
     } satisfies PlaneShape
   })

@@ -4,12 +4,14 @@
  * * **Reaper**, every third of `--lease-ttl`: a member node whose lease lapsed is dead; each of
  *   its live claims (from its claims index) enters grace now, through the `reap` script, so a
  *   binary reconnecting anywhere reclaims it and a grace nobody reclaims expires. Several nodes
- *   may reap at once; the script lets one of them make each transition.
+ *   may reap at once; the script lets one of them make each transition. Then the phones a dead
+ *   node had on this node's claims leave (`reapRemotePhones`).
  * * **Overdue graces**, every second: a grace past its deadline by more than `SLACK` whose
  *   holder is not this node (a dead node's, or one its holder lost track of) is expired here —
  *   Redis answers `expired` to one caller in the cluster, which counts it. The holder's own
  *   timer normally wins well within the slack.
- * * **This node's graces**, every second (`ClusterRegistryShape.checkGraces`).
+ * * **This node's graces**, every second (`ClusterRegistryShape.checkGraces`), and the claims of
+ *   its phones whose binary is on another node (`checkRemote`: the backstop for a lost word).
  */
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -77,6 +79,8 @@ export const makeSweep = (options: SweepOptions) => {
       if (reply._tag === "NotDue") return
       yield* store.unindexGrace(serverId)
       if (reply._tag !== "Expired") return
+      // Its phones, on every node, are closed 1000; the expiry is counted here, once.
+      yield* registry.expiredElsewhere(serverId, holder.epoch, reply.phones)
       yield* Metric.update(Metrics.graceExpiries, 1)
       yield* Log.info("grace expired", { server_id: serverId, node_id: holder.node })
     })
@@ -93,9 +97,13 @@ export const makeSweep = (options: SweepOptions) => {
     for (let pass = 1;; pass++) {
       yield* Effect.sleep(EVERY)
       yield* registry.checkGraces
+      yield* registry.checkRemote
       // No answer from Redis: the next pass tries again.
       yield* Effect.ignore(expireOverdueGraces)
-      if (pass % reapEvery === 0) yield* Effect.ignore(reapDead)
+      if (pass % reapEvery === 0) {
+        yield* Effect.ignore(reapDead)
+        yield* registry.reapRemotePhones
+      }
     }
   })
 

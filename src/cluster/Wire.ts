@@ -4,7 +4,8 @@
  *
  *     u32 length of what follows (big-endian) · u8 type · fields
  *
- * and each field is a u16-length-prefixed UTF-8 string or a u32. A reader stops at the first
+ * and each field is a u16-length-prefixed UTF-8 string, a u8, a u32, or bytes (u32 length, then
+ * the bytes as they are: frames and envelopes cross byte-exactly). A reader stops at the first
  * record it cannot read whole (a truncated or foreign batch is dropped from there, counted by the
  * caller) and skips record types it does not know (a newer node's), so nodes of two versions can
  * run side by side. Pure: no I/O.
@@ -16,31 +17,133 @@ export type Message =
   | { readonly _tag: "ProbeAnswer"; readonly id: number; readonly alive: boolean }
   /** Claim `epoch` of the slot was taken over by the sender: close its binary and phones here. */
   | { readonly _tag: "ClaimLost"; readonly serverId: string; readonly epoch: string }
+  | Relayed
 
-const TYPE = { Probe: 1, ProbeAnswer: 2, ClaimLost: 3 } as const satisfies Record<Message["_tag"], number>
+/**
+ * The data plane (CLUSTER.md §2.2–2.5): what passes between a phone's node and its binary's node.
+ * Each names the claim (`epoch`) it belongs to; a receiver whose claim is another drops it
+ * (`stale_epoch`), so no frame crosses from one claim to another (§2.7). Per destination they
+ * travel in one ordered stream, so a phone's joining, frames and leaving keep their order.
+ */
+export type Relayed =
+  /** Phone node → binary node: phone `connId` of claim `epoch` is on node `node`. */
+  | { readonly _tag: "PhoneJoined"; readonly serverId: string; readonly epoch: string; readonly connId: string; readonly node: string }
+  /** Phone node → binary node: the phone left; `notice` is the close notice's code (SPEC §2.4), 0 for none. */
+  | { readonly _tag: "PhoneLeft"; readonly serverId: string; readonly epoch: string; readonly connId: string; readonly notice: number }
+  /**
+   * Phone node → binary node: the phone's frames, each already its envelope (SPEC §2.1,
+   * byte-exact); `node` is the phone's (its join may still be on its way, or lost).
+   */
+  | {
+    readonly _tag: "ToBinary"
+    readonly serverId: string
+    readonly epoch: string
+    readonly connId: string
+    readonly node: string
+    readonly envelopes: ReadonlyArray<Buffer>
+  }
+  /** Binary node → phone node: a frame (raw JSON bytes) and/or a close directive (`closeCode` ≠ 0, SPEC §2.3). */
+  | {
+    readonly _tag: "ToPhone"
+    readonly serverId: string
+    readonly epoch: string
+    readonly connId: string
+    readonly frame: Buffer | undefined
+    readonly closeCode: number
+  }
+  /**
+   * Binary node → phone node: the phone is closed — its frames cannot be taken (`backlog_full` →
+   * 1011 `binary backlog full`; `no_binary`, the binary is gone → 1000), or frames for it could not
+   * be queued to it (`phone_backlog` → 1011 `phone backlog full`).
+   */
+  | { readonly _tag: "PhoneRefused"; readonly serverId: string; readonly epoch: string; readonly connId: string; readonly why: RefusedWhy }
+  /** Binary node → phone nodes: the claim's binary left; the slot is in grace. */
+  | { readonly _tag: "SlotGrace"; readonly serverId: string; readonly epoch: string }
+  /** Whoever ended claim `epoch` → its phones' nodes: `reclaimed` (reclaim, takeover: 4404) or `expired` (1000). */
+  | { readonly _tag: "SlotEnded"; readonly serverId: string; readonly epoch: string; readonly how: EndedHow }
 
-/** Appends fields to a growing list of buffers. */
+export type RefusedWhy = "backlog_full" | "no_binary" | "phone_backlog"
+export type EndedHow = "reclaimed" | "expired"
+
+const TYPE = {
+  Probe: 1,
+  ProbeAnswer: 2,
+  ClaimLost: 3,
+  PhoneJoined: 4,
+  PhoneLeft: 5,
+  ToBinary: 6,
+  ToPhone: 7,
+  PhoneRefused: 8,
+  SlotGrace: 9,
+  SlotEnded: 10
+} as const satisfies Record<Message["_tag"], number>
+
+const WHY: ReadonlyArray<RefusedWhy> = ["backlog_full", "no_binary", "phone_backlog"]
+const HOW: ReadonlyArray<EndedHow> = ["reclaimed", "expired"]
+
+/**
+ * Collects a record's fields, then writes them into one buffer sized once (`finish`): one
+ * allocation per record, and frames copied once, straight into it.
+ */
 class Writer {
-  readonly parts: Array<Buffer> = []
-  size = 0
+  /** Field kinds: 0 u8, 1 u32, 2 string (its UTF-8 length in `lengths`), 3 bytes. */
+  private readonly kinds: Array<number> = []
+  private readonly values: Array<number | string | Buffer> = []
+  private readonly lengths: Array<number> = []
+  private size = 0
   u8(n: number): this {
-    return this.push(Buffer.of(n))
+    return this.add(0, n, 1)
   }
   u32(n: number): this {
-    const b = Buffer.allocUnsafe(4)
-    b.writeUInt32BE(n >>> 0)
-    return this.push(b)
+    return this.add(1, n, 4)
   }
   str(s: string): this {
-    const bytes = Buffer.from(s, "utf8")
-    if (bytes.length > 0xffff) throw new RangeError("string field over 65535 bytes")
-    const len = Buffer.allocUnsafe(2)
-    len.writeUInt16BE(bytes.length)
-    return this.push(len).push(bytes)
+    const length = Buffer.byteLength(s, "utf8")
+    if (length > 0xffff) throw new RangeError("string field over 65535 bytes")
+    this.lengths.push(length)
+    return this.add(2, s, 2 + length)
   }
-  private push(b: Buffer): this {
-    this.parts.push(b)
-    this.size += b.length
+  /** Bytes as they are. */
+  bytes(b: Buffer): this {
+    return this.add(3, b, 4 + b.length)
+  }
+  /** The record: u32 length of the body, then the body. */
+  finish(): Buffer {
+    const out = Buffer.allocUnsafe(4 + this.size)
+    out.writeUInt32BE(this.size, 0)
+    let at = 4
+    let string = 0
+    for (let i = 0; i < this.kinds.length; i++) {
+      const value = this.values[i]!
+      switch (this.kinds[i]) {
+        case 0:
+          out[at++] = value as number
+          break
+        case 1:
+          out.writeUInt32BE((value as number) >>> 0, at)
+          at += 4
+          break
+        case 2: {
+          const length = this.lengths[string++]!
+          out.writeUInt16BE(length, at)
+          out.write(value as string, at + 2, length, "utf8")
+          at += 2 + length
+          break
+        }
+        default: {
+          const bytes = value as Buffer
+          out.writeUInt32BE(bytes.length, at)
+          bytes.copy(out, at + 4)
+          at += 4 + bytes.length
+        }
+      }
+    }
+    return out
+  }
+  private add(kind: number, value: number | string | Buffer, size: number): this {
+    this.kinds.push(kind)
+    this.values.push(value)
+    this.size += size
     return this
   }
 }
@@ -56,12 +159,32 @@ export const encode = (message: Message): Buffer => {
       body.u32(message.id).u8(message.alive ? 1 : 0)
       break
     case "ClaimLost":
+    case "SlotGrace":
       body.str(message.serverId).str(message.epoch)
       break
+    case "PhoneJoined":
+      body.str(message.serverId).str(message.epoch).str(message.connId).str(message.node)
+      break
+    case "PhoneLeft":
+      body.str(message.serverId).str(message.epoch).str(message.connId).u32(message.notice)
+      break
+    case "ToBinary":
+      body.str(message.serverId).str(message.epoch).str(message.connId).str(message.node).u32(message.envelopes.length)
+      for (const envelope of message.envelopes) body.bytes(envelope)
+      break
+    case "ToPhone":
+      body.str(message.serverId).str(message.epoch).str(message.connId).u32(message.closeCode)
+      if (message.frame === undefined) body.u8(0)
+      else body.u8(1).bytes(message.frame)
+      break
+    case "PhoneRefused":
+      body.str(message.serverId).str(message.epoch).str(message.connId).u8(WHY.indexOf(message.why))
+      break
+    case "SlotEnded":
+      body.str(message.serverId).str(message.epoch).u8(HOW.indexOf(message.how))
+      break
   }
-  const length = Buffer.allocUnsafe(4)
-  length.writeUInt32BE(body.size)
-  return Buffer.concat([length, ...body.parts], 4 + body.size)
+  return body.finish()
 }
 
 /** Reads fields from one record's body; any read past its end throws `Truncated`. */
@@ -90,6 +213,20 @@ class Reader {
     this.at += len
     return s
   }
+  /** A view into the batch (no copy): valid as long as the batch is. */
+  bytes(): Buffer {
+    const len = this.u32()
+    this.need(len)
+    const b = this.buf.subarray(this.at, this.at + len)
+    this.at += len
+    return b
+  }
+  /** An index into `values`; out of range is malformed (like a field past the end). */
+  pick<A>(values: ReadonlyArray<A>): A {
+    const value = values[this.u8()]
+    if (value === undefined) throw new Truncated()
+    return value
+  }
   private need(n: number): void {
     if (this.at + n > this.buf.length) throw new Truncated()
   }
@@ -106,6 +243,34 @@ const read = (body: Buffer): Message | undefined => {
       return { _tag: "ProbeAnswer", id: r.u32(), alive: r.u8() === 1 }
     case TYPE.ClaimLost:
       return { _tag: "ClaimLost", serverId: r.str(), epoch: r.str() }
+    case TYPE.PhoneJoined:
+      return { _tag: "PhoneJoined", serverId: r.str(), epoch: r.str(), connId: r.str(), node: r.str() }
+    case TYPE.PhoneLeft:
+      return { _tag: "PhoneLeft", serverId: r.str(), epoch: r.str(), connId: r.str(), notice: r.u32() }
+    case TYPE.ToBinary: {
+      const serverId = r.str()
+      const epoch = r.str()
+      const connId = r.str()
+      const node = r.str()
+      const count = r.u32()
+      const envelopes: Array<Buffer> = []
+      for (let i = 0; i < count; i++) envelopes.push(r.bytes())
+      return { _tag: "ToBinary", serverId, epoch, connId, node, envelopes }
+    }
+    case TYPE.ToPhone: {
+      const serverId = r.str()
+      const epoch = r.str()
+      const connId = r.str()
+      const closeCode = r.u32()
+      const frame = r.u8() === 1 ? r.bytes() : undefined
+      return { _tag: "ToPhone", serverId, epoch, connId, frame, closeCode }
+    }
+    case TYPE.PhoneRefused:
+      return { _tag: "PhoneRefused", serverId: r.str(), epoch: r.str(), connId: r.str(), why: r.pick(WHY) }
+    case TYPE.SlotGrace:
+      return { _tag: "SlotGrace", serverId: r.str(), epoch: r.str() }
+    case TYPE.SlotEnded:
+      return { _tag: "SlotEnded", serverId: r.str(), epoch: r.str(), how: r.pick(HOW) }
     default:
       return undefined
   }

@@ -18,8 +18,6 @@ export const BinaryBacklogFull = close(1011, "binary backlog full")
 export const InternalError = close(1011, "internal error")
 /** Ours, cluster mode: Redis did not answer the claim or registration (RFC 6455 1013, try again later). */
 export const RegistryUnavailable = close(1013, "registry unavailable")
-/** Ours, cluster mode until the data plane exists: the server-id's binary is on another node. */
-export const ServerElsewhere = close(1013, "binary on another node")
 export const NoServer = close(4404, "no server with that id")
 export const Reclaimed = close(4404, "binary reclaimed server-id")
 export const AlreadyClaimed = close(4409, "server-id already claimed")

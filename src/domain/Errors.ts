@@ -18,11 +18,6 @@ export class RegistryUnavailable extends Schema.TaggedError<RegistryUnavailable>
   /** A short code (`ECONNREFUSED`, `deadline`, `not connected`, …), never a message text. */
   reason: Schema.String
 }) {}
-/**
- * Cluster mode, until the cross-node data plane exists: the phone's server-id is held by a binary
- * on another node, which this node cannot yet relay to (docs/cluster.md, "not yet").
- */
-export class ServerElsewhere extends Schema.TaggedError<ServerElsewhere>()("ServerElsewhere", {}) {}
 
 /** A phone sent something that is not JSON (SPEC §2.1). */
 export class InvalidJson extends Schema.TaggedError<InvalidJson>()("InvalidJson", {

@@ -31,8 +31,18 @@ export interface Forwarded {
   readonly bytes: number
 }
 
+/**
+ * Cluster mode: a batch handed to the plane for a binary on another node. That node counts its
+ * frames once it writes them (CLUSTER.md §4), so nothing is counted here.
+ */
+export interface Relayed {
+  readonly _tag: "Relayed"
+}
+
+const RELAYED: Relayed = { _tag: "Relayed" }
+
 /** What became of (part of) one read batch: forwarded, or the typed error that ends the session. */
-export type PhoneBatchOutcome = Forwarded | PhoneForwardError
+export type PhoneBatchOutcome = Forwarded | Relayed | PhoneForwardError
 
 /** The drop reason of each error the forwarder can end with (SPEC §8.2). */
 const DROP_REASON: { readonly [Tag in PhoneForwardError["_tag"]]: Metrics.DropReason } = {
@@ -51,6 +61,7 @@ export const countBatch = (outcome: PhoneBatchOutcome, context: Context.Context<
     Metrics.bytesForwardedPhoneToBinary.updateUnsafe(outcome.bytes, context)
     return
   }
+  if (outcome._tag === "Relayed") return
   Metrics.framesDropped[DROP_REASON[outcome._tag]].updateUnsafe(outcome.frames, context)
 }
 
@@ -106,7 +117,10 @@ const forwardBatch = (
   if (envelopes.length > 0) {
     const binary = servingBinary(phone, deps.registry)
     if (binary === undefined) written = new NoBinary({ frames: batch.length })
-    else if (binary.conn.pendingBytes() + bytes > deps.binaryBudget) {
+    else if (binary.remote !== undefined) {
+      // On another node: its node checks its own budget, and tells this one when it is full.
+      written = binary.remote.relay(phone.connId, envelopes) ? RELAYED : new BinaryWriteFailed({ frames: batch.length })
+    } else if (binary.conn.pendingBytes() + bytes > deps.binaryBudget) {
       written = new BinaryWriteFailed({ frames: batch.length })
     } else {
       let room = fits(deps.ledger, bytes)
@@ -124,7 +138,9 @@ const forwardBatch = (
     }
     countBatch(written, context)
   }
-  let ended: PhoneForwardError | undefined = written === undefined || written._tag === "Forwarded" ? undefined : written
+  let ended: PhoneForwardError | undefined = written === undefined || written._tag === "Forwarded" || written._tag === "Relayed"
+    ? undefined
+    : written
   if (ended === undefined && invalidAt !== -1) {
     ended = new InvalidJson({ frames: batch.length - invalidAt })
     countBatch(ended, context)

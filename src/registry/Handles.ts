@@ -1,5 +1,5 @@
 /** What the registry holds for each connection. Identity (===) is what every check compares. */
-import type { PeerConnection } from "../connection/PeerConnection.ts"
+import type { Frame, PeerConnection } from "../connection/PeerConnection.ts"
 import type { Outbox } from "../outbox/Outbox.ts"
 
 export interface BinaryHandle {
@@ -8,6 +8,19 @@ export interface BinaryHandle {
   readonly serverId: string
   readonly version: string
   readonly conn: PeerConnection
+  /**
+   * Cluster mode: set when the binary is on another node and this handle stands for it. Its
+   * `conn.send` relays frames to that node, which counts them once written (CLUSTER.md §4).
+   */
+  readonly remote?: RemoteBinary
+}
+
+/** A binary on another node, as a phone's node reaches it. */
+export interface RemoteBinary {
+  /** Queues phone `connId`'s envelopes for the binary's node, in order; `false` when they did not fit. */
+  readonly relay: (connId: string, envelopes: ReadonlyArray<Frame>) => boolean
+  /** The phone left on its own: the binary's node sends it this close notice (SPEC §2.4), in order after its frames. */
+  readonly closeNotice: (connId: string, code: number) => void
 }
 
 export interface PhoneHandle {

@@ -17,7 +17,7 @@ import * as Scope from "effect/Scope"
 import { RelayConfig } from "../config/RelayConfig.ts"
 import * as CloseCodes from "../domain/CloseCodes.ts"
 import { NoServer, PhonesAtCap } from "../domain/Errors.ts"
-import type { RegistryUnavailable, ServerElsewhere } from "../domain/Errors.ts"
+import type { RegistryUnavailable } from "../domain/Errors.ts"
 import * as Log from "../observability/Log.ts"
 import * as Metrics from "../observability/Metrics.ts"
 import { type GraceTimer, interruptingTimer } from "./GraceTimer.ts"
@@ -46,8 +46,8 @@ export type ClaimResult =
  */
 export type TakeoverResult = "TookOver" | "Superseded" | "Gone" | "Unavailable"
 
-/** Why a phone could not register; the last two only in cluster mode. */
-export type RegisterError = NoServer | PhonesAtCap | RegistryUnavailable | ServerElsewhere
+/** Why a phone could not register; the last only in cluster mode. */
+export type RegisterError = NoServer | PhonesAtCap | RegistryUnavailable
 
 export interface Counts {
   /** Held slots not in grace. */

@@ -133,11 +133,12 @@ export class SlotTable {
 
   /**
    * Cluster mode: a conn_id for a new phone of `serverId`, never one of the slot's live phones
-   * (the shared registry then checks the other nodes' phones of the slot).
+   * (the shared registry then checks the other nodes' phones of the slot), nor one `taken` says
+   * is in use here otherwise (this node's phones of another node's claim).
    */
-  issueConnId(serverId: string): string {
+  issueConnId(serverId: string, taken?: (connId: string) => boolean): string {
     const phones = this.slots.get(serverId)?.phones
-    return this.connIds.next(serverId, (connId) => phones?.has(connId) ?? false)
+    return this.connIds.next(serverId, (connId) => (phones?.has(connId) ?? false) || (taken?.(connId) ?? false))
   }
 
   /** Cluster mode: `register` with a conn_id issued by `issueConnId` (and accepted by the shared registry). */

@@ -42,7 +42,7 @@ const CLOSE_FOR: { readonly [Tag in PhoneForwardError["_tag"]]: CloseCodes.Close
 }
 
 /**
- * How each registration failure is answered (SPEC §3.6; CLUSTER.md for the last two): what it
+ * How each registration failure is answered (SPEC §3.6; CLUSTER.md for the last): what it
  * counts, the `phone rejected` reason, the close. A new failure without an answer does not compile.
  */
 const REFUSAL: {
@@ -75,8 +75,7 @@ const REFUSAL: {
     count: (availability) => availability.countUnreachable,
     reason: "registry unavailable",
     close: CloseCodes.RegistryUnavailable
-  },
-  ServerElsewhere: { count: () => Effect.void, reason: "binary on another node", close: CloseCodes.ServerElsewhere }
+  }
 }
 
 /**
@@ -92,7 +91,9 @@ const sendCloseNotice = (registry: RegistryShape, phone: PhoneHandle) =>
     const code = closed.byRelay || closed.code === 1005 || closed.code === 1006
       ? CloseCodes.NOTICE_WITHOUT_CODE
       : closed.code
-    phone.servedBy.conn.send([closeNotice(phone.connId, code)])
+    const remote = phone.servedBy.remote
+    if (remote === undefined) phone.servedBy.conn.send([closeNotice(phone.connId, code)])
+    else remote.closeNotice(phone.connId, code)
   })
 
 /**

@@ -4,12 +4,12 @@
  * pair relays both ways through it, server-ids spread over the nodes, and when one node drains,
  * its binaries return through HAProxy to another node and reclaim (no 4409).
  *
- * Round-robin balancing (pairs crossing nodes) needs the cross-node data plane: not yet
- * (docs/cluster.md).
+ * And in round-robin (CLUSTER.md §5): a binary and its phones land on different nodes, and every
+ * pair still relays both ways, in order.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
 import { clusterSum, startNodes } from "../support/ClusterNodes.ts"
-import { type HaProxy, haproxyBinary, startHaProxyByServerId } from "../support/HaProxy.ts"
+import { type HaProxy, haproxyBinary, startHaProxyByServerId, startHaProxyRoundRobin } from "../support/HaProxy.ts"
 import { dialBinary, dialPhone, envelopes, eventually, type Peer, sleep } from "../support/Peers.ts"
 import { metricValue } from "../support/ProxyClient.ts"
 import { type RedisServer, redisServerBinary, startRedis, warnIfNoRedis } from "../support/RedisServer.ts"
@@ -90,4 +90,38 @@ describe.skipIf(redisServerBinary === undefined || haproxyBinary === undefined)(
       p.phone.ws.close()
     }
   }, 60_000)
+
+  it("round-robin: binaries and phones spread over the nodes, pairs crossing nodes relay both ways in order", async () => {
+    const nodes = await startNodes(3, redis.url)
+    haproxy = await startHaProxyRoundRobin(nodes.map((n) => n.port))
+    const url = `ws://127.0.0.1:${haproxy.port}`
+    const pairs: Array<{ binary: Peer; phones: Array<Peer> }> = []
+    for (let i = 0; i < 4; i++) {
+      const serverId = `rr-${process.pid}-${i}`
+      const binary = await holdingBinary(url, serverId)
+      await eventually(async () => (await clusterSum(nodes, "pyrycode_relay_connected_binaries")) === i + 1)
+      const phones = [await dialPhone(url, serverId), await dialPhone(url, serverId)]
+      pairs.push({ binary, phones })
+    }
+    // Round-robin spreads the connections: phones on more than one node, and (dialled in turn
+    // with their binaries) never all on their binary's.
+    await eventually(async () => (await clusterSum(nodes, "pyrycode_relay_connected_phones")) === 8)
+    const phonesOn = await Promise.all(nodes.map(async (n) => (await metricValue(n.metricsUrl, "pyrycode_relay_connected_phones")) ?? 0))
+    expect(phonesOn.filter((count) => count > 0).length).toBeGreaterThan(1)
+    expect(phonesOn.reduce((x, y) => x + y, 0)).toBe(8)
+    for (const { binary, phones } of pairs) {
+      for (const [p, phone] of phones.entries()) for (let k = 0; k < 10; k++) phone.send(`{"p":${p},"k":${k}}`)
+      await binary.waitFor(20)
+      for (const [p, phone] of phones.entries()) {
+        const mine = envelopes(binary).filter((e) => (e.frame as { p: number }).p === p)
+        expect(mine.map((e) => (e.frame as { k: number }).k)).toEqual(Array.from({ length: 10 }, (_, k) => k))
+        const connId = mine[0]!.conn_id as string
+        for (let k = 0; k < 10; k++) binary.send(`{"conn_id":"${connId}","frame":${k}}`)
+        await phone.waitFor(10)
+        expect(phone.messages).toEqual(Array.from({ length: 10 }, (_, k) => `${k}`))
+      }
+    }
+    expect(await clusterSum(nodes, `pyrycode_relay_cluster_messages_total{direction="in"}`)).toBeGreaterThan(0)
+    for (const { binary, phones } of pairs) for (const peer of [binary, ...phones]) peer.ws.close()
+  }, 40_000)
 })

@@ -83,6 +83,25 @@ export const startHaProxyByServerId = async (backendPorts: ReadonlyArray<number>
     ...backendPorts.map((p, i) => `    server relay${i} 127.0.0.1:${p} check inter 500ms fall 2 rise 1`)
   ])
 
+/** The same in round-robin: a binary and its phones land on whichever node comes next (CLUSTER.md §5). */
+export const startHaProxyRoundRobin = async (backendPorts: ReadonlyArray<number>): Promise<HaProxy> =>
+  runHaProxy((port) => [
+    "defaults",
+    "    mode http",
+    "    timeout connect 5s",
+    "    timeout client 1m",
+    "    timeout server 1m",
+    "    timeout tunnel 1h",
+    "frontend relay_in",
+    `    bind 127.0.0.1:${port}`,
+    "    default_backend relay",
+    "backend relay",
+    "    balance roundrobin",
+    "    option httpchk GET /readyz",
+    "    http-check expect status 200",
+    ...backendPorts.map((p, i) => `    server relay${i} 127.0.0.1:${p} check inter 500ms fall 2 rise 1`)
+  ])
+
 const runHaProxy = async (lines: (port: number) => ReadonlyArray<string>): Promise<HaProxy> => {
   if (haproxyBinary === undefined) throw new Error("haproxy is not installed")
   const port = await freePort()

@@ -129,6 +129,11 @@ export const memoryOwnership = (redis: MemoryRedis, nodeId: string, token = `${n
         const phones = redis.phones.get(serverId)
         if (phones?.get(connId) === nodeId) phones.delete(connId)
       }),
+    dropPhones: (serverId, deadNode, connIds) =>
+      call("dropPhones", () => {
+        const phones = redis.phones.get(serverId)
+        for (const connId of connIds) if (phones?.get(connId) === deadNode) phones.delete(connId)
+      }),
     holder: (serverId) =>
       call("holder", () => {
         const slot = redis.slots.get(serverId)

@@ -6,6 +6,7 @@
  */
 import * as Effect from "effect/Effect"
 import type { PlaneHandlers, PlaneShape } from "../../src/cluster/Plane.ts"
+import type * as Wire from "../../src/cluster/Wire.ts"
 
 export interface MemoryPlanes {
   readonly planeFor: (nodeId: string, handlers: () => PlaneHandlers | undefined) => PlaneShape
@@ -13,16 +14,20 @@ export interface MemoryPlanes {
   readonly remove: (nodeId: string) => void
   /** `ClaimLost` messages sent, as `node:serverId:epoch`. */
   readonly lost: Array<string>
-  /** Delivers the `ClaimLost` messages sent so far, in order, in the caller's context. */
+  /** Data-plane records sent, in order. */
+  readonly relayed: Array<{ readonly node: string; readonly message: Wire.Message }>
+  /** Delivers the `ClaimLost` messages and data-plane records sent so far, in order, in the caller's context. */
   readonly deliver: Effect.Effect<void>
 }
 
 export const makeMemoryPlanes = (): MemoryPlanes => {
   const nodes = new Map<string, () => PlaneHandlers | undefined>()
   const lost: Array<string> = []
+  const relayed: Array<{ readonly node: string; readonly message: Wire.Message }> = []
   const queued: Array<Effect.Effect<void>> = []
   return {
     lost,
+    relayed,
     deliver: Effect.suspend(() => Effect.forEach(queued.splice(0), (effect) => effect, { discard: true })),
     remove: (nodeId) => void nodes.delete(nodeId),
     planeFor: (nodeId, handlers) => {
@@ -42,6 +47,14 @@ export const makeMemoryPlanes = (): MemoryPlanes => {
           if (target === undefined) return
           lost.push(`${node}:${serverId}:${epoch}`)
           queued.push(target.claimLost(serverId, epoch))
+        },
+        send: (node, message) => {
+          const target = nodes.get(node)?.()
+          if (target === undefined) return true
+          relayed.push({ node, message })
+          if (message._tag === "Probe" || message._tag === "ProbeAnswer" || message._tag === "ClaimLost") return true
+          queued.push(Effect.suspend(() => target.relay([message]) ?? Effect.void))
+          return true
         }
       }
     }

@@ -65,7 +65,8 @@ const node = (
 
 const answering = (alive: boolean): PlaneHandlers => ({
   probeLocal: () => Effect.succeed(alive),
-  claimLost: () => Effect.void
+  claimLost: () => Effect.void,
+  relay: () => undefined
 })
 
 describe("cluster plane", () => {

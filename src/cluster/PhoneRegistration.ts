@@ -1,0 +1,117 @@
+/**
+ * Phones joining and leaving in cluster mode (SPEC §3.6, CLUSTER.md §2.2): a phone registers on
+ * any node while its server-id is held anywhere. Redis keeps the cluster-wide exact cap (the
+ * `register` script) and answers the claim the phone is served by; a phone of this node's own
+ * claim joins the local table, a phone of another node's claim joins that claim's remote slot
+ * here (`RemoteSlots`), whose node is told before any of its frames.
+ */
+import * as Effect from "effect/Effect"
+import { NoServer, PhonesAtCap, RegistryUnavailable } from "../domain/Errors.ts"
+import * as Log from "../observability/Log.ts"
+import type { BinaryHandle, PhoneHandle } from "../registry/Handles.ts"
+import { evict, type RegisterError } from "../registry/Registry.ts"
+import * as CloseCodes from "../domain/CloseCodes.ts"
+import type { NodeSlots } from "./NodeSlots.ts"
+
+/** A conn_id clash with another node's phone of the slot is redrawn at most this often. */
+const CONN_ID_DRAWS = 3
+
+type Make = (connId: string, servedBy: BinaryHandle) => PhoneHandle
+
+export const makePhoneRegistration = (slots: NodeSlots, maxPhonesPerServer: number) => {
+  const { table, claims, lock, store, remote } = slots
+
+  const registered = (serverId: string, phone: PhoneHandle) =>
+    Effect.gen(function*() {
+      yield* slots.publishCounts
+      if (slots.closing !== undefined) yield* evict([phone], slots.closing, "shutdown")
+      yield* Log.info("phone registered", {
+        server_id: serverId,
+        conn_id: phone.connId,
+        ...(phone.deviceName === undefined ? {} : { device_name: phone.deviceName })
+      })
+      return phone
+    })
+
+  /** A phone of this node's claim `epoch`. */
+  const registerLocal = (serverId: string, epoch: string, make: Make) =>
+    Effect.gen(function*() {
+      for (let draw = 0; draw < CONN_ID_DRAWS; draw++) {
+        const live = table.phoneIds(serverId)
+        if (live.length >= maxPhonesPerServer) return yield* new PhonesAtCap()
+        const connId = table.issueConnId(serverId)
+        const reply = yield* store.register(serverId, connId, maxPhonesPerServer, epoch, live)
+        switch (reply._tag) {
+          case "Duplicate":
+            continue
+          case "AtCap":
+            return yield* new PhonesAtCap()
+          case "NoServer":
+          case "Moved":
+            // Redis is not in step with this node's claim: it is checked again at the next lapse.
+            return yield* new RegistryUnavailable({ reason: "out of step" })
+          case "Ok": {
+            const phone = table.registerAs(serverId, connId, make)
+            if (typeof phone === "string") return yield* new PhonesAtCap()
+            return yield* registered(serverId, phone)
+          }
+        }
+      }
+      return yield* new RegistryUnavailable({ reason: "conn_id clash" })
+    })
+
+  /** Not held here: the phone joins whichever claim Redis has, on whichever node (§2.2). */
+  const registerRemote = (serverId: string, make: Make) =>
+    Effect.gen(function*() {
+      for (let draw = 0; draw < CONN_ID_DRAWS; draw++) {
+        const here = remote.get(serverId)?.phones
+        const live = here === undefined ? [] : [...here.keys()]
+        const connId = table.issueConnId(serverId, (id) => here?.has(id) ?? false)
+        const reply = yield* store.register(serverId, connId, maxPhonesPerServer, "", live)
+        switch (reply._tag) {
+          case "Duplicate":
+            continue
+          case "AtCap":
+            return yield* new PhonesAtCap()
+          case "NoServer":
+            return yield* new NoServer()
+          case "Moved":
+            return yield* new RegistryUnavailable({ reason: "out of step" })
+          case "Ok": {
+            if (reply.node === store.nodeId) {
+              // Redis says this node holds it, but nothing here does (a ghost): not served.
+              yield* Effect.ignore(store.unregister(serverId, connId))
+              return yield* new RegistryUnavailable({ reason: "out of step" })
+            }
+            const { phone, replaced } = remote.add(serverId, reply.node, reply.epoch, connId, make)
+            // A newer claim than the one this node knew: its phones here were reclaimed (their word was lost).
+            if (replaced.length > 0) yield* evict(replaced, CloseCodes.Reclaimed, "evicted")
+            return yield* registered(serverId, phone)
+          }
+        }
+      }
+      return yield* new RegistryUnavailable({ reason: "conn_id clash" })
+    })
+
+  const registerPhone = (serverId: string, make: Make): Effect.Effect<PhoneHandle, RegisterError> =>
+    lock(
+      serverId,
+      Effect.suspend(() => {
+        const held = claims.get(serverId)
+        return held === undefined ? registerRemote(serverId, make) : registerLocal(serverId, held.epoch, make)
+      })
+    )
+
+  const unregisterPhone = (phone: PhoneHandle): Effect.Effect<void> =>
+    Effect.suspend(() => {
+      if (!table.unregister(phone) && !remote.remove(phone)) return Effect.void
+      return Effect.gen(function*() {
+        yield* slots.publishCounts
+        yield* Log.info("phone unregistered", { server_id: phone.serverId, conn_id: phone.connId })
+        // No answer: the entry is dropped by the next registration that finds the slot full.
+        yield* Effect.ignore(store.unregister(phone.serverId, phone.connId))
+      })
+    })
+
+  return { registerPhone, unregisterPhone }
+}
