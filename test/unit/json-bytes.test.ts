@@ -111,11 +111,37 @@ describe("isJson on bytes agrees with JSON.parse", () => {
   })
 })
 
-/** The reference: SPEC §2.2 on what `JSON.parse` builds (how the relay decoded before it read bytes). */
+/**
+ * A `close_code` literal's exact decimal value when it is a whole number in 0..65535 (SPEC §2.2:
+ * the literal's value, not the double `JSON.parse` rounds it to), else undefined. Independent of
+ * the relay's `JsonInteger`: digits and a power of ten, in BigInt.
+ */
+const exactCloseCode = (literal: string): number | undefined => {
+  const m = /^(-?)(\d+)(?:\.(\d+))?(?:[eE]([+-]?\d+))?$/.exec(literal)
+  if (m === null) return undefined
+  const [, sign, whole = "", fraction = "", exponent = "0"] = m
+  let digits = `${whole}${fraction}`.replace(/^0+/, "")
+  if (digits === "") return 0 // 0, -0, 0.000e7: zero
+  let power = BigInt(exponent) - BigInt(fraction.length)
+  while (digits.endsWith("0")) {
+    digits = digits.slice(0, -1)
+    power += 1n
+  }
+  if (sign === "-" || power < 0n || power > 5n) return undefined // negative, a fraction, or ≥ 10^6
+  const value = BigInt(digits) * 10n ** power
+  return value <= 65535n ? Number(value) : undefined
+}
+
+/** The reference: SPEC §2.2 on what `JSON.parse` builds, with `close_code` read exactly (its source text). */
 const reference = (text: string) => {
   let parsed: unknown
+  // The source text of each `close_code` number, by the object that holds it (Node's reviver context).
+  const closeCodeSource = new WeakMap<object, string>()
   try {
-    parsed = JSON.parse(text)
+    parsed = JSON.parse(text, function(this: object, key: string, value: unknown, context?: { source?: string }) {
+      if (key === "close_code" && typeof value === "number" && context?.source !== undefined) closeCodeSource.set(this, context.source)
+      return value
+    } as (this: unknown, key: string, value: unknown) => unknown)
   } catch {
     return { _tag: "Malformed" }
   }
@@ -123,12 +149,15 @@ const reference = (text: string) => {
   if (!isObject(parsed)) return { _tag: "Malformed" }
   const { close_code: closeCode, conn_id: connId, frame, push_wake: pushWake } = parsed
   if (connId != null && typeof connId !== "string") return { _tag: "Malformed" }
-  if (closeCode != null && !(typeof closeCode === "number" && Number.isInteger(closeCode) && closeCode >= 0 && closeCode <= 65535)) {
-    return { _tag: "Malformed" }
+  let code = 0
+  if (closeCode != null) {
+    const source = closeCodeSource.get(parsed)
+    const exact = typeof closeCode === "number" && source !== undefined ? exactCloseCode(source) : undefined
+    if (exact === undefined) return { _tag: "Malformed" }
+    code = exact
   }
   if (pushWake != null && !isObject(pushWake)) return { _tag: "Malformed" }
   if (connId == null || connId === "") return pushWake != null ? { _tag: "Wake", pushWake } : { _tag: "MissingConnId" }
-  const code = typeof closeCode === "number" && closeCode !== 0 ? closeCode : 0
   if (code === 0 && frame == null) return { _tag: "MissingFrame" }
   return { _tag: "Deliver", connId, frame: frame ?? undefined, closeCode: code }
 }
@@ -136,7 +165,8 @@ const reference = (text: string) => {
 /** Envelopes with the keys the relay reads (also escaped), duplicates, odd values and whitespace. */
 const value = fc.oneof(
   fc.json(),
-  fc.constantFrom("null", "\"\"", "\"c\"", "\"c\\\"d\"", "\"\\u0063\"", "4000", "1e3", "-0", "1000.5", "65536", "-1", "{}", "[]", "\"x\"")
+  fc.constantFrom("null", "\"\"", "\"c\"", "\"c\\\"d\"", "\"\\u0063\"", "4000", "1e3", "-0", "1000.5", "65536", "-1", "{}", "[]", "\"x\"",
+    "2.258e-996", "4000.0000000000000001", "4e3", "40.00e2", "0.0", "-0.0e5", "65535.000", "6.5536e4", "1e400")
 )
 const key = fc.constantFrom("conn_id", "close_code", "push_wake", "frame", "fr\\u0061me", "conn\\u005fid", "other", "frame ")
 const ws = fc.constantFrom("", " ", "\n\t")
