@@ -56,6 +56,13 @@ export interface PlaneShape {
 const ASK_AGAIN = Duration.millis(250)
 /** How long a node that holds its lease may have nobody on its inbox before it counts as gone. */
 export const RECONNECT_ALLOWANCE = Duration.seconds(2)
+/**
+ * After this node's own Redis connection started afresh (Redis restarted, a blip), every other
+ * node's inbox subscriber is reconnecting too, at its own backoff: for this long nobody on an
+ * inbox says nothing about its node, and a probe waits for an answer up to its own timeout rather
+ * than taking over a live binary whose node has not resubscribed yet (CLUSTER.md §2.1, §2.8).
+ */
+export const SUBSCRIBERS_SETTLE = Duration.seconds(10)
 
 /** Bytes queued for one destination before messages for it are dropped. */
 export const QUEUE_BYTES = 8 * 1024 * 1024
@@ -83,6 +90,16 @@ export const makePlane = (options: {
     const outgoing = new Map<string, Outgoing>()
     const pending = new Map<number, { readonly node: string; readonly answer: Deferred.Deferred<ProbeAnswer> }>()
     let nextId = 0
+    /**
+     * `Clock` time of this node's last fresh start of its Redis connection after the plane began
+     * (a restart or blip everyone saw; the connection made at boot is not one: the other nodes'
+     * inboxes were not reconnecting then).
+     */
+    let freshStart = Number.NEGATIVE_INFINITY
+    yield* Effect.forkScoped(Effect.forever(Effect.andThen(
+      redis.nextGeneration,
+      Effect.flatMap(Clock.currentTimeMillis, (now) => Effect.sync(() => void (freshStart = now)))
+    )))
 
     const drop = (reason: Metrics.ClusterDropReason, messages: number) =>
       Metric.update(Metrics.clusterFramesDropped[reason], messages)
@@ -185,7 +202,9 @@ export const makePlane = (options: {
     /**
      * Nobody on the node's inbox: gone if its lease lapsed too. A node that still holds its lease
      * may be reconnecting its inbox (Redis restarted, a blip): it is asked again for up to
-     * `RECONNECT_ALLOWANCE`, then counted gone (a killed node's lease outlives it by up to a TTL).
+     * `RECONNECT_ALLOWANCE`, then counted gone (a killed node's lease outlives it by up to a TTL)
+     * — unless this node's own connection started afresh less than `SUBSCRIBERS_SETTLE` ago: then
+     * every inbox may still be reconnecting, and only an answer or the timeout decides.
      */
     const probe = (node: string, serverId: string, epoch: string, timeout: Duration.Duration) =>
       Effect.gen(function*() {
@@ -197,7 +216,9 @@ export const makePlane = (options: {
           const answer = yield* ask(node, serverId, epoch, Duration.millis(deadline - now))
           if (answer !== "gone") return answer
           const alive = yield* Effect.orElseSucceed(options.nodeAlive(node), () => true)
-          if (!alive || (yield* Clock.currentTimeMillis) - start >= Duration.toMillis(RECONNECT_ALLOWANCE)) return "gone" as const
+          const later = yield* Clock.currentTimeMillis
+          const settled = later - freshStart >= Duration.toMillis(SUBSCRIBERS_SETTLE)
+          if (!alive || (settled && later - start >= Duration.toMillis(RECONNECT_ALLOWANCE))) return "gone" as const
           yield* Effect.sleep(ASK_AGAIN)
         }
       })

@@ -6,6 +6,7 @@
  * counted by reason.
  */
 import { assert, describe, it } from "@effect/vitest"
+import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
@@ -25,6 +26,13 @@ const makeBus = () => {
   const channels = new Map<string, (payload: Buffer) => void>()
   const published: Array<{ channel: string; payload: Buffer }> = []
   let down = false
+  // Each node's connection starting afresh (a Redis restart): completes the waiting nextGeneration.
+  let generationChanged = Deferred.makeUnsafe<void>()
+  const freshStart = () => {
+    const changed = generationChanged
+    generationChanged = Deferred.makeUnsafe<void>()
+    Deferred.doneUnsafe(changed, Effect.void)
+  }
   const redis = (): ClusterRedisShape => ({
     publish: (channel, payload) =>
       Effect.suspend(() => {
@@ -44,10 +52,10 @@ const makeBus = () => {
     eval: () => () => Effect.die("unused"),
     redisTimeMillis: Effect.succeed(0),
     generation: () => 0,
-    nextGeneration: Effect.never,
+    nextGeneration: Effect.suspend(() => Deferred.await(generationChanged)),
     nextSubscriberStart: Effect.never
   })
-  return { redis, published, channels, setDown: (d: boolean) => (down = d) }
+  return { redis, published, channels, setDown: (d: boolean) => (down = d), freshStart }
 }
 
 const node = (
@@ -127,6 +135,52 @@ describe("cluster plane", () => {
         yield* TestClock.adjust("250 millis")
       }
       assert.strictEqual(yield* Fiber.join(again), "gone")
+    })))
+
+  it.effect("right after its own Redis connection started afresh, a node waits for a live node's inbox to come back instead of taking over", () =>
+    isolated(Effect.gen(function*() {
+      const bus = makeBus()
+      const a = yield* node(bus, "a", { leases: new Set(["b"]) })
+      yield* nextTurn
+      bus.freshStart() // Redis restarted: every inbox subscriber reconnects at its own pace
+      yield* nextTurn
+      const probe = yield* Effect.forkChild(a.probe("b", "s", "1", Duration.seconds(10)))
+      // Past the 2 s allowance, b's inbox is still away: not gone.
+      for (let i = 0; i < 16; i++) {
+        yield* nextTurn
+        yield* TestClock.adjust("250 millis")
+      }
+      assert.isUndefined(probe.pollUnsafe())
+      // b resubscribes after 4 s and answers that its binary is alive: the newcomer must get 4409.
+      yield* node(bus, "b", { handlers: answering(true) })
+      for (let i = 0; i < 3; i++) {
+        yield* nextTurn
+        yield* TestClock.adjust("250 millis")
+      }
+      assert.strictEqual(yield* Fiber.join(probe), "alive")
+    })))
+
+  it.effect("once the subscribers had time to settle, nobody on a live node's inbox is gone after the allowance again; with none, the timeout says dead", () =>
+    isolated(Effect.gen(function*() {
+      const bus = makeBus()
+      const a = yield* node(bus, "a", { leases: new Set(["b"]) })
+      yield* nextTurn
+      bus.freshStart()
+      yield* nextTurn
+      // Within the settle time and nobody ever answers: the probe's own timeout decides (dead).
+      const first = yield* Effect.forkChild(a.probe("b", "s", "1", Duration.seconds(3)))
+      for (let i = 0; i < 16; i++) {
+        yield* nextTurn
+        yield* TestClock.adjust("250 millis")
+      }
+      assert.strictEqual(yield* Fiber.join(first), "dead")
+      yield* TestClock.adjust("7 seconds")
+      const later = yield* Effect.forkChild(a.probe("b", "s", "1", Duration.seconds(10)))
+      for (let i = 0; i < 12; i++) {
+        yield* nextTurn
+        yield* TestClock.adjust("250 millis")
+      }
+      assert.strictEqual(yield* Fiber.join(later), "gone")
     })))
 
   it.effect("no answer within the timeout is dead; Redis not answering drops the batch, counted", () =>
