@@ -54,6 +54,8 @@ export interface PlaneShape {
 
 /** How soon a probe is sent again to a node that holds its lease but had nobody on its inbox. */
 const ASK_AGAIN = Duration.millis(250)
+/** How long one probe waits for its answer before it is sent again (until the probe's own timeout). */
+const ASK_WINDOW_MILLIS = 1_000
 /** How long a node that holds its lease may have nobody on its inbox before it counts as gone. */
 export const RECONNECT_ALLOWANCE = Duration.seconds(2)
 /**
@@ -88,7 +90,11 @@ export const makePlane = (options: {
     const fibers = yield* FiberSet.make()
     const run = yield* FiberSet.runtime(fibers)()
     const outgoing = new Map<string, Outgoing>()
-    const pending = new Map<number, { readonly node: string; readonly answer: Deferred.Deferred<ProbeAnswer> }>()
+    /**
+     * Probes waiting for an answer, by probe id. The ids one probe sent again share one entry,
+     * whose `answer` is the current ask's: an answer to any of them completes it.
+     */
+    const pending = new Map<number, { readonly node: string; answer: Deferred.Deferred<ProbeAnswer | "unanswered"> }>()
     let nextId = 0
     /**
      * `Clock` time of this node's last fresh start of its Redis connection after the plane began
@@ -187,15 +193,22 @@ export const makePlane = (options: {
 
     yield* redis.subscribe(inboxChannel(options.prefix, nodeId), receive)
 
-    const ask = (node: string, serverId: string, epoch: string, timeout: Duration.Duration) =>
+    /** Sends one more Probe of `waiting`'s probe and waits up to `window` for any of its answers. */
+    const ask = (
+      waiting: { readonly node: string; answer: Deferred.Deferred<ProbeAnswer | "unanswered"> },
+      ids: Array<number>,
+      serverId: string,
+      epoch: string,
+      window: Duration.Duration
+    ) =>
       Effect.gen(function*() {
         const id = nextId = (nextId + 1) >>> 0
-        const answer = yield* Deferred.make<ProbeAnswer>()
-        pending.set(id, { node, answer })
-        send(node, { _tag: "Probe", id, serverId, epoch, replyTo: nodeId })
-        return yield* Deferred.await(answer).pipe(
-          Effect.timeoutOrElse({ duration: timeout, orElse: () => Effect.succeed("dead" as const) }),
-          Effect.ensuring(Effect.sync(() => pending.delete(id)))
+        waiting.answer = yield* Deferred.make<ProbeAnswer | "unanswered">()
+        pending.set(id, waiting)
+        ids.push(id)
+        send(waiting.node, { _tag: "Probe", id, serverId, epoch, replyTo: nodeId })
+        return yield* Deferred.await(waiting.answer).pipe(
+          Effect.timeoutOrElse({ duration: window, orElse: () => Effect.succeed("unanswered" as const) })
         )
       })
 
@@ -206,14 +219,19 @@ export const makePlane = (options: {
      * — unless this node's own connection started afresh less than `SUBSCRIBERS_SETTLE` ago: then
      * every inbox may still be reconnecting, and only an answer or the timeout decides.
      */
-    const probe = (node: string, serverId: string, epoch: string, timeout: Duration.Duration) =>
-      Effect.gen(function*() {
+    const probe = (node: string, serverId: string, epoch: string, timeout: Duration.Duration) => {
+      const ids: Array<number> = []
+      return Effect.gen(function*() {
         const start = yield* Clock.currentTimeMillis
         const deadline = start + Duration.toMillis(timeout)
+        const waiting = { node, answer: yield* Deferred.make<ProbeAnswer | "unanswered">() }
         while (true) {
           const now = yield* Clock.currentTimeMillis
           if (now >= deadline) return "dead" as const
-          const answer = yield* ask(node, serverId, epoch, Duration.millis(deadline - now))
+          // Asked again each ASK_WINDOW: a probe or its answer published while either inbox was
+          // reconnecting (a Redis restart) is lost with it, and must not cost a live binary its claim.
+          const answer = yield* ask(waiting, ids, serverId, epoch, Duration.millis(Math.min(deadline - now, ASK_WINDOW_MILLIS)))
+          if (answer === "unanswered") continue
           if (answer !== "gone") return answer
           const alive = yield* Effect.orElseSucceed(options.nodeAlive(node), () => true)
           const later = yield* Clock.currentTimeMillis
@@ -221,7 +239,10 @@ export const makePlane = (options: {
           if (!alive || (settled && later - start >= Duration.toMillis(RECONNECT_ALLOWANCE))) return "gone" as const
           yield* Effect.sleep(ASK_AGAIN)
         }
-      })
+      }).pipe(Effect.ensuring(Effect.sync(() => {
+        for (const id of ids) pending.delete(id)
+      })))
+    }
 
     return {
       probe,

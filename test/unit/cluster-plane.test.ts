@@ -183,6 +183,28 @@ describe("cluster plane", () => {
       assert.strictEqual(yield* Fiber.join(later), "gone")
     })))
 
+  it.effect("a probe whose answer never came (lost while an inbox reconnected) is sent again each second until answered", () =>
+    isolated(Effect.gen(function*() {
+      const bus = makeBus()
+      const a = yield* node(bus, "a")
+      let asked = 0
+      yield* node(bus, "b", {
+        handlers: {
+          // The first probe's answer is lost; the one sent again is answered.
+          probeLocal: () => (++asked === 1 ? Effect.never : Effect.succeed(true)),
+          claimLost: () => Effect.void,
+          relay: () => undefined
+        }
+      })
+      const probe = yield* Effect.forkChild(a.probe("b", "s", "1", Duration.seconds(10)))
+      for (let i = 0; i < 6; i++) {
+        yield* nextTurn
+        yield* TestClock.adjust("250 millis")
+      }
+      assert.strictEqual(yield* Fiber.join(probe), "alive")
+      assert.strictEqual(asked, 2)
+    })))
+
   it.effect("no answer within the timeout is dead; Redis not answering drops the batch, counted", () =>
     isolated(Effect.gen(function*() {
       const bus = makeBus()
