@@ -116,6 +116,9 @@ describe("claims", () => {
     const serverId = sid()
     const binary = await dialBinary(relay.url, serverId)
     const phone = await dialPhone(relay.url, serverId)
+    // The pair is established first (in cluster mode the claim and registration are Redis round trips).
+    phone.send("1")
+    await binary.waitFor(1)
     binary.ws.close()
     expect((await phone.closed).code).toBe(1000)
     // Other tests' graces may expire meanwhile; exact counts are pinned in the metrics tests.
