@@ -5,6 +5,7 @@
  * claim joins the local table, a phone of another node's claim joins that claim's remote slot
  * here (`RemoteSlots`), whose node is told before any of its frames.
  */
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import { NoServer, PhonesAtCap, RegistryUnavailable } from "../domain/Errors.ts"
 import * as Log from "../observability/Log.ts"
@@ -15,6 +16,14 @@ import type { NodeSlots } from "./NodeSlots.ts"
 
 /** A conn_id clash with another node's phone of the slot is redrawn at most this often. */
 const CONN_ID_DRAWS = 3
+/**
+ * How long a phone whose server-id Redis does not know yet waits before it is asked once more.
+ * A binary's claim is a Redis round trip after its 101 (on this node or another), so a phone that
+ * follows its binary at once — both reconnecting after a drain, or a client that dials them
+ * together — can reach Redis first; a single process has no such window. The wait is outside the
+ * server-id's lock, so the claim it waits for is not held up by it.
+ */
+const CLAIM_IN_FLIGHT = Duration.millis(250)
 
 type Make = (connId: string, servedBy: BinaryHandle) => PhoneHandle
 
@@ -93,13 +102,18 @@ export const makePhoneRegistration = (slots: NodeSlots, maxPhonesPerServer: numb
       return yield* new RegistryUnavailable({ reason: "conn_id clash" })
     })
 
-  const registerPhone = (serverId: string, make: Make): Effect.Effect<PhoneHandle, RegisterError> =>
+  const attempt = (serverId: string, make: Make): Effect.Effect<PhoneHandle, RegisterError> =>
     lock(
       serverId,
       Effect.suspend(() => {
         const held = claims.get(serverId)
         return held === undefined ? registerRemote(serverId, make) : registerLocal(serverId, held.epoch, make)
       })
+    )
+
+  const registerPhone = (serverId: string, make: Make): Effect.Effect<PhoneHandle, RegisterError> =>
+    attempt(serverId, make).pipe(
+      Effect.catchTag("NoServer", () => Effect.andThen(Effect.sleep(CLAIM_IN_FLIGHT), attempt(serverId, make)))
     )
 
   const unregisterPhone = (phone: PhoneHandle): Effect.Effect<void> =>

@@ -180,7 +180,28 @@ describe("cluster claims and phones", () => {
       const far = yield* registered(b, "s")
       assert.isDefined(far.handle.servedBy.remote)
       assert.strictEqual(b.binaryFor("s"), far.handle.servedBy)
-      assert.strictEqual(failureTag(yield* Effect.exit(registered(b, "nobody"))), "NoServer")
+      // A server-id Redis does not know is asked once more after 250 ms (a claim may be in flight), then refused.
+      const nobody = yield* Effect.forkChild(Effect.exit(registered(b, "nobody")))
+      yield* settle
+      yield* TestClock.adjust("250 millis")
+      assert.strictEqual(failureTag(yield* Fiber.join(nobody)), "NoServer")
+    })))
+
+  it.effect("a phone that reaches Redis before its binary's claim (a claim in flight after the 101) waits 250 ms and is served", () =>
+    isolated(Effect.gen(function*() {
+      const redis = makeMemoryRedis()
+      const planes = makeMemoryPlanes()
+      const a = yield* node(redis, "a", planes)
+      const b = yield* node(redis, "b", planes)
+      const early = yield* Effect.forkChild(Effect.exit(registered(a, "s")))
+      yield* settle
+      yield* TestClock.adjust("100 millis")
+      assert.isUndefined(early.pollUnsafe())
+      yield* claimed(b, "s")
+      yield* TestClock.adjust("150 millis")
+      const phone = yield* Fiber.join(early)
+      assert.isTrue(Exit.isSuccess(phone))
+      if (Exit.isSuccess(phone)) assert.isDefined(phone.value.handle.servedBy.remote)
     })))
 
   it.effect("an incumbent on another node that does not answer its node's ping: taken over, its node closes it 1011 and its phones 4404, counted once", () =>
