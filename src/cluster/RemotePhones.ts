@@ -189,8 +189,9 @@ export const makeRemotePhones = (options: {
     // Its join overtaken by this node's own claim reply, or lost: the frames say where it is.
     const proxy = bySlot.get(serverId)?.get(connId) ?? join(serverId, epoch, connId, message.node)
     const binary = table.binaryFor(serverId)
-    if (binary === undefined) {
-      // In grace: SPEC §3.4, the phone's session ends (1000 there).
+    if (binary === undefined || !binary.conn.isOpen()) {
+      // In grace, or the binary is leaving (its close under way, the grace next — a drain puts
+      // it there): SPEC §3.4, the phone's session ends (1000 there), not "backlog full".
       dropFrames(report, "no_binary", envelopes.length)
       refuse(message, proxy.node, "no_binary")
       return

@@ -7,7 +7,7 @@
 import WebSocket from "ws"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
 import { type ClusterNode, clusterSum, startNodes } from "../support/ClusterNodes.ts"
-import { closedWithin, dialBinary, dialPhone, envelopes, eventually, sleep } from "../support/Peers.ts"
+import { closedWithin, dialBinary, dialPhone, envelopes, eventually, type Peer, sleep } from "../support/Peers.ts"
 import { metricValue } from "../support/ProxyClient.ts"
 import { type RedisServer, redisServerBinary, startRedis, warnIfNoRedis } from "../support/RedisServer.ts"
 import { killTracked } from "../support/RelayProcess.ts"
@@ -282,6 +282,64 @@ describe.skipIf(redisServerBinary === undefined)("cluster: frames cross nodes", 
     expect(await clusterSum([b!, c!], "pyrycode_relay_grace_reclaims_total")).toBe(1)
     again.ws.close()
   }, 20_000)
+
+  it("SIGTERM of one node under load: every frame that arrived arrived once and in order, its binaries reclaim elsewhere (never 4409), the other node's own pair never stops", async () => {
+    const [a, b] = await startNodes(2, redis.url, ["--grace-period", "30s"])
+    // Four server-ids held on A, each with a phone on A and a phone on B; one pair wholly on B.
+    const ids = [sid(), sid(), sid(), sid()]
+    const binaries = await Promise.all(ids.map((id) => holdOn(a!, id)))
+    // Each binary echoes every frame back to the phone it came from.
+    for (const binary of binaries) {
+      binary.ws.on("message", (data: Buffer) => {
+        const e = JSON.parse(data.toString()) as { conn_id: string; frame?: unknown }
+        if (e.frame !== undefined && binary.ws.readyState === binary.ws.OPEN) binary.ws.send(JSON.stringify({ conn_id: e.conn_id, frame: e.frame }))
+      })
+    }
+    const phones = (await Promise.all(ids.flatMap((id) => [dialPhone(a!.url, id), dialPhone(b!.url, id)])))
+    const ownId = sid()
+    const ownBinary = await holdOn(b!, ownId)
+    const ownPhone = await dialPhone(b!.url, ownId)
+    // Load: every phone sends a numbered frame every 2 ms until its socket closes.
+    let sending = true
+    const sent = new Map<Peer, number>()
+    const pump = async (peer: Peer) => {
+      let i = 0
+      while (sending && peer.ws.readyState === peer.ws.OPEN) {
+        peer.ws.send(`${i++}`)
+        sent.set(peer, i)
+        await sleep(2)
+      }
+    }
+    const pumps = [...phones, ownPhone].map(pump)
+    await sleep(700)
+    const stopped = a!.stop("SIGTERM")
+    // The drain: the binaries on A are closed 1001 and come back on B, which reclaims their graces.
+    for (const binary of binaries) expect(await closedWithin(binary, 10_000)).toEqual({ code: 1001, reason: "shutting down" })
+    const returned = await Promise.all(ids.map((id) => dialBinary(b!.url, id)))
+    expect(await stopped).toBe(0)
+    // Phones on A: 1001 (the drain). Phones on B: 4404 when their binary reclaims, or — as they keep
+    // sending — 1000 for a frame sent while it was in grace (SPEC §3.4); never 1011.
+    const closes = await Promise.all(phones.map((phone) => closedWithin(phone, 10_000)))
+    for (const [i, close] of closes.entries()) expect(i % 2 === 0 ? [1001] : [1000, 4404]).toContain(close.code)
+    await sleep(300)
+    for (const binary of returned) expect(binary.ws.readyState).toBe(binary.ws.OPEN)
+    expect(await clusterSum([b!], "pyrycode_relay_grace_reclaims_total")).toBe(ids.length)
+    expect(await metricValue(b!.metricsUrl, `pyrycode_relay_ws_upgrade_attempts_total{endpoint="server",outcome="reject_409"}`)).toBe(0)
+    // Whatever each phone got back is 0, 1, 2, … with no gap, no repeat, no reordering.
+    for (const phone of phones) {
+      const echoed = phone.messages.map(Number)
+      expect(echoed.length).toBeGreaterThan(10)
+      expect(echoed).toEqual(echoed.map((_, i) => i))
+    }
+    // The pair on B never stopped: all it sent reached its binary, in order.
+    sending = false
+    await Promise.all(pumps)
+    const ownSent = sent.get(ownPhone)!
+    await ownBinary.waitFor(ownSent, 5_000)
+    expect(envelopes(ownBinary).map((e) => Number(e.frame))).toEqual(Array.from({ length: ownSent }, (_, i) => i))
+    expect(ownPhone.ws.readyState).toBe(ownPhone.ws.OPEN)
+    for (const peer of [...returned, ownBinary, ownPhone]) peer.ws.close()
+  }, 40_000)
 
   it("kill -9 of a phone's node: within its lease the binary elsewhere gets the phone's close notice (1001) and its cap place is free again", async () => {
     const [a, b, c] = await startNodes(3, redis.url, ["--lease-ttl", "3s", "--max-phones-per-server", "1"])
