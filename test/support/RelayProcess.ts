@@ -74,7 +74,22 @@ const cleanEnv = (): Record<string, string> => {
 export const CLUSTER_REDIS_FOR_TESTS = "PYRYCODE_TEST_CLUSTER_REDIS"
 export const clusterRedisForTests = (): string | undefined => process.env[CLUSTER_REDIS_FOR_TESTS]
 
+/**
+ * Starts a relay on ports free a moment ago. Another process on the machine (a parallel test
+ * file's Redis or relay, a benchmark) can take one in between: the start is tried again on fresh
+ * ports, up to three times, when — and only when — the relay said a port was in use.
+ */
 export const startRelay = async (flags: ReadonlyArray<string> = [], options: RunOptions = {}): Promise<RelayProcess> => {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startRelayOnce(flags, options)
+    } catch (e) {
+      if (attempt >= 3 || !(e instanceof Error && e.message.includes("EADDRINUSE"))) throw e
+    }
+  }
+}
+
+const startRelayOnce = async (flags: ReadonlyArray<string>, options: RunOptions): Promise<RelayProcess> => {
   const port = await freePort()
   // Two probes in a row may be handed the same free port.
   let metricsPort = await freePort()
