@@ -61,10 +61,10 @@ export const startHaProxy = async (backendPort: number): Promise<HaProxy> =>
   ])
 
 /**
- * HAProxy in HTTP mode in front of several relays, balancing on `X-Pyrycode-Server` with
- * consistent hashing and checking `/readyz`: the configuration docs/cluster.md gives.
+ * HAProxy in HTTP mode in front of several relays, checking each one's `/readyz`, with the given
+ * balancing lines.
  */
-export const startHaProxyByServerId = async (backendPorts: ReadonlyArray<number>): Promise<HaProxy> =>
+const balancedHttp = (backendPorts: ReadonlyArray<number>, balance: ReadonlyArray<string>): Promise<HaProxy> =>
   runHaProxy((port) => [
     "defaults",
     "    mode http",
@@ -76,31 +76,19 @@ export const startHaProxyByServerId = async (backendPorts: ReadonlyArray<number>
     `    bind 127.0.0.1:${port}`,
     "    default_backend relay",
     "backend relay",
-    "    balance hdr(X-Pyrycode-Server)",
-    "    hash-type consistent",
+    ...balance,
     "    option httpchk GET /readyz",
     "    http-check expect status 200",
     ...backendPorts.map((p, i) => `    server relay${i} 127.0.0.1:${p} check inter 500ms fall 2 rise 1`)
   ])
 
-/** The same in round-robin: a binary and its phones land on whichever node comes next (CLUSTER.md §5). */
-export const startHaProxyRoundRobin = async (backendPorts: ReadonlyArray<number>): Promise<HaProxy> =>
-  runHaProxy((port) => [
-    "defaults",
-    "    mode http",
-    "    timeout connect 5s",
-    "    timeout client 1m",
-    "    timeout server 1m",
-    "    timeout tunnel 1h",
-    "frontend relay_in",
-    `    bind 127.0.0.1:${port}`,
-    "    default_backend relay",
-    "backend relay",
-    "    balance roundrobin",
-    "    option httpchk GET /readyz",
-    "    http-check expect status 200",
-    ...backendPorts.map((p, i) => `    server relay${i} 127.0.0.1:${p} check inter 500ms fall 2 rise 1`)
-  ])
+/** Balancing on `X-Pyrycode-Server` with consistent hashing: the configuration docs/cluster.md gives. */
+export const startHaProxyByServerId = (backendPorts: ReadonlyArray<number>): Promise<HaProxy> =>
+  balancedHttp(backendPorts, ["    balance hdr(X-Pyrycode-Server)", "    hash-type consistent"])
+
+/** Round-robin: a binary and its phones land on whichever node comes next (CLUSTER.md §5). */
+export const startHaProxyRoundRobin = (backendPorts: ReadonlyArray<number>): Promise<HaProxy> =>
+  balancedHttp(backendPorts, ["    balance roundrobin"])
 
 const runHaProxy = async (lines: (port: number) => ReadonlyArray<string>): Promise<HaProxy> => {
   if (haproxyBinary === undefined) throw new Error("haproxy is not installed")
