@@ -2,7 +2,8 @@
  * `npm run bench:cluster` (CLUSTER.md §5): cluster mode against single-process mode, in one run
  * on one machine, on a real `redis-server` started here on a free loopback port.
  *
- *   node bench/cluster.ts [--rounds 3] [--frames 20000] [--claims 2000]
+ *   node bench/cluster.ts [--rounds 3] [--frames 20000] [--claims 2000] [--part all|same|latency|frames|crossing]
+ *     [--processes 2]
  *
  * 1. Both ends on one node: `bench/compare.ts` with the cluster-mode relay as A and the
  *    single-process relay as B (A B A B …, a fresh process each run, `--setup` for the upgrade
@@ -15,7 +16,9 @@
  * 4. Every pair crossing nodes (issue 15's load: 4 server-ids × 4 phones, 100 B, window 32):
  *    binaries on node B, phones on node A of a two-node cluster, against the same load on a
  *    single process — round trips/s and its ratio, p50/p99, lost/reordered/duplicated, and the
- *    Redis commands per crossing frame (each round trip is two frames).
+ *    Redis commands per crossing frame (each round trip is two frames). `--rounds` pairs (single,
+ *    crossing), fresh processes each; the ratio of the medians, and each process's CPU per round
+ *    trip. `--processes` load-generator processes (as `bench/loadgen.ts --processes`).
  *
  * Prints one JSON line per part and a final summary line.
  */
@@ -30,14 +33,16 @@ import { createClient } from "redis"
 import { makeClusterRedis } from "../src/cluster/ClusterRedis.ts"
 import { clusterKeys } from "../src/cluster/Keys.ts"
 import { redisOwnership } from "../src/cluster/Ownership.ts"
-import { buildService, freePort, RELAY_ENTRY, RELAY_NODE_FLAGS, REPO_ROOT, runNodeScript, splitCommand, startServer, stopServer } from "./lib/proc.ts"
-import { percentile, round } from "./lib/stats.ts"
+import { buildService, cpuMs, freePort, RELAY_ENTRY, RELAY_NODE_FLAGS, REPO_ROOT, runNodeScript, splitCommand, startServer, stopServer } from "./lib/proc.ts"
+import { median, percentile, round } from "./lib/stats.ts"
 
 const { values } = parseArgs({
   options: {
     rounds: { type: "string", default: "3" },
     frames: { type: "string", default: "20000" },
-    claims: { type: "string", default: "2000" }
+    claims: { type: "string", default: "2000" },
+    part: { type: "string", default: "all" },
+    processes: { type: "string", default: "2" }
   },
   strict: true
 })
@@ -66,7 +71,7 @@ const startRedis = async () => {
     client.on("error", () => {})
     const ok = await client.connect().then(() => client.ping()).then(() => true, () => false)
     await client.close().catch(() => {})
-    if (ok) return { url, stop: () => child.kill("SIGKILL") }
+    if (ok) return { url, pid: child.pid, stop: () => child.kill("SIGKILL") }
     await new Promise((r) => setTimeout(r, 50))
   }
   child.kill("SIGKILL")
@@ -182,11 +187,12 @@ const commandsPerFrame = async (redisUrl: string) => {
 }
 
 /** Part 4: binaries on B, phones on A, every frame through Redis; the same load on one process. */
-const crossing = async (redisUrl: string) => {
+const crossing = async (redisUrl: string, redisPid: number | undefined) => {
   const load = (binaryPort: number, phonePort: number) =>
     runNodeScript("bench/loadgen.ts", [
       "--url", `ws://127.0.0.1:${binaryPort}`, "--phone-url", `ws://127.0.0.1:${phonePort}`,
-      "--servers", "4", "--phones", "4", "--bytes", "100", "--window", "32", "--frames", values.frames, "--warmup", "500"
+      "--servers", "4", "--phones", "4", "--bytes", "100", "--window", "32", "--frames", values.frames, "--warmup", "500",
+      "--processes", values.processes
     ], 300_000).then((r): Record<string, number> => ({ ...(JSON.parse(r.stdout.trim().split("\n").pop() || "{}") as Record<string, number>), code: r.code }))
   const start = async (extra: string, name: string) => {
     const port = await freePort()
@@ -194,34 +200,55 @@ const crossing = async (redisUrl: string) => {
     const argv = splitCommand(relayCommand(extra).replaceAll("{port}", `${port}`).replaceAll("{metricsPort}", `${metricsPort}`))
     return { port, metricsPort, server: await startServer(argv, port, `${REPO_ROOT}/bench/out/cluster-${name}.log`) }
   }
-  const single = await start("", "crossing-single")
-  let baseline
-  try {
-    baseline = await load(single.port, single.port)
-  } finally {
-    await stopServer(single.server)
-  }
-  const cluster = `--cluster-redis ${redisUrl} --cluster-prefix bench-crossing`
-  const a = await start(`${cluster} --node-id bench-a`, "crossing-a")
-  const b = await start(`${cluster} --node-id bench-b`, "crossing-b")
-  try {
-    await new Promise((r) => setTimeout(r, 1_500))
-    const before = await commandsProcessed(redisUrl)
-    const crossed = await load(b.port, a.port)
-    const commands = await commandsProcessed(redisUrl) - before
-    const frames = await scrapeSum(a.metricsPort, "pyrycode_relay_frames_forwarded_total") +
-      await scrapeSum(b.metricsPort, "pyrycode_relay_frames_forwarded_total")
-    return {
-      crossing: crossed,
-      singleProcess: baseline,
-      roundTripsRatio: round((crossed.roundTripsPerSec ?? 0) / (baseline.roundTripsPerSec ?? 1), 3),
-      redisCommands: commands,
-      framesForwarded: frames,
-      redisCommandsPerCrossingFrame: round(commands / Math.max(1, frames), 4)
+  /** CPU ms per 1 000 round trips of each process, over one load run. */
+  const perThousand = (before: Array<number>, after: Array<number>, roundTrips: number) =>
+    after.map((v, i) => round((v - before[i]!) / Math.max(1, roundTrips) * 1000, 2))
+  const singleRuns: Array<Record<string, number>> = []
+  const crossRuns: Array<Record<string, number>> = []
+  let redisCommands = 0
+  let framesForwarded = 0
+  for (let r = 0; r < Number(values.rounds); r++) {
+    const single = await start("", "crossing-single")
+    try {
+      const pids = [single.server.child.pid]
+      const before = pids.map(cpuMs)
+      const result = await load(single.port, single.port)
+      const [relay] = perThousand(before, pids.map(cpuMs), (result.roundTripsPerSec ?? 0) * (result.elapsedMs ?? 0) / 1000)
+      singleRuns.push({ ...result, relayCpuMsPer1k: relay! })
+    } finally {
+      await stopServer(single.server)
     }
-  } finally {
-    await stopServer(a.server)
-    await stopServer(b.server)
+    const cluster = `--cluster-redis ${redisUrl} --cluster-prefix bench-crossing-${r}`
+    const a = await start(`${cluster} --node-id bench-a`, "crossing-a")
+    const b = await start(`${cluster} --node-id bench-b`, "crossing-b")
+    try {
+      await new Promise((res) => setTimeout(res, 1_500))
+      const commandsBefore = await commandsProcessed(redisUrl)
+      const pids = [a.server.child.pid, b.server.child.pid, redisPid]
+      const before = pids.map(cpuMs)
+      const result = await load(b.port, a.port)
+      const [phonesNode, binariesNode, redis] = perThousand(before, pids.map(cpuMs), (result.roundTripsPerSec ?? 0) * (result.elapsedMs ?? 0) / 1000)
+      redisCommands += await commandsProcessed(redisUrl) - commandsBefore
+      framesForwarded += await scrapeSum(a.metricsPort, "pyrycode_relay_frames_forwarded_total") +
+        await scrapeSum(b.metricsPort, "pyrycode_relay_frames_forwarded_total")
+      crossRuns.push({ ...result, phonesNodeCpuMsPer1k: phonesNode!, binariesNodeCpuMsPer1k: binariesNode!, redisCpuMsPer1k: redis! })
+    } finally {
+      await stopServer(a.server)
+      await stopServer(b.server)
+    }
+    process.stderr.write(`crossing round ${r + 1}: single ${singleRuns[r]!.roundTripsPerSec} rt/s, crossing ${crossRuns[r]!.roundTripsPerSec} rt/s\n`)
+  }
+  const mid = (runs: Array<Record<string, number>>, key: string) => median(runs.map((x) => x[key] ?? Number.NaN))
+  return {
+    crossing: crossRuns,
+    singleProcess: singleRuns,
+    roundTripsRatio: round(mid(crossRuns, "roundTripsPerSec") / mid(singleRuns, "roundTripsPerSec"), 3),
+    p50Ms: { crossing: mid(crossRuns, "p50Ms"), singleProcess: mid(singleRuns, "p50Ms") },
+    p99Ms: { crossing: mid(crossRuns, "p99Ms"), singleProcess: mid(singleRuns, "p99Ms") },
+    lostReorderedDuplicated: crossRuns.reduce((n, x) => n + (x.lost ?? 0) + (x.reordered ?? 0) + (x.duplicated ?? 0), 0),
+    redisCommands,
+    framesForwarded,
+    redisCommandsPerCrossingFrame: round(redisCommands / Math.max(1, framesForwarded), 4)
   }
 }
 
@@ -229,14 +256,15 @@ const main = async () => {
   buildService()
   const redis = await startRedis()
   try {
-    const same = await sameNode(redis.url)
-    line({ part: "same node: cluster mode (relay) vs single process (baseline)", ...same })
-    const latency = await scriptLatency(redis.url, Number(values.claims))
-    line({ part: "redis round trips added per transition (ms)", ...latency })
-    const perFrame = await commandsPerFrame(redis.url)
-    line({ part: "redis commands per forwarded frame", ...perFrame })
-    const cross = await crossing(redis.url)
-    line({ part: "every pair crossing nodes (phones on A, binaries on B) vs single process", ...cross })
+    const wanted = (part: string) => values.part === "all" || values.part === part
+    const same = wanted("same") ? await sameNode(redis.url) : undefined
+    if (same !== undefined) line({ part: "same node: cluster mode (relay) vs single process (baseline)", ...same })
+    const latency = wanted("latency") ? await scriptLatency(redis.url, Number(values.claims)) : undefined
+    if (latency !== undefined) line({ part: "redis round trips added per transition (ms)", ...latency })
+    const perFrame = wanted("frames") ? await commandsPerFrame(redis.url) : undefined
+    if (perFrame !== undefined) line({ part: "redis commands per forwarded frame", ...perFrame })
+    const cross = wanted("crossing") ? await crossing(redis.url, redis.pid) : undefined
+    if (cross !== undefined) line({ part: "every pair crossing nodes (phones on A, binaries on B) vs single process", ...cross })
     line({ summary: "bench:cluster", sameNode: same, latency, perFrame, crossing: cross })
   } finally {
     redis.stop()

@@ -22,7 +22,9 @@ import { atTurnEnd } from "../node/TurnEnd.ts"
 import * as Log from "../observability/Log.ts"
 import * as Metrics from "../observability/Metrics.ts"
 import type { ClusterRedisShape } from "./ClusterRedis.ts"
-import * as Wire from "./Wire.ts"
+import type * as Wire from "./Wire.ts"
+import { decode } from "./WireReader.ts"
+import { BatchWriter, recordSize } from "./WireWriter.ts"
 
 /** What this node answers for the others. */
 export interface PlaneHandlers {
@@ -49,7 +51,7 @@ export interface PlaneShape {
    * Queues a record for `node`, behind everything queued for it before. `false` when it did not
    * fit in the destination's queue (dropped, counted `queue_full`).
    */
-  readonly send: (node: string, message: Wire.Message) => boolean
+  readonly send: (node: string, message: Wire.Outgoing) => boolean
 }
 
 /** How soon a probe is sent again to a node that holds its lease but had nobody on its inbox. */
@@ -69,10 +71,8 @@ export const SUBSCRIBERS_SETTLE = Duration.seconds(10)
 /** Bytes queued for one destination before messages for it are dropped. */
 export const QUEUE_BYTES = 8 * 1024 * 1024
 
-interface Outgoing {
-  parts: Array<Buffer>
-  bytes: number
-}
+/** A batch's first buffer; it grows as records come (a busy turn's batch is tens of kB). */
+const BATCH_START_BYTES = 16 * 1024
 
 export const inboxChannel = (prefix: string, nodeId: string): string => `${prefix}:inbox:${nodeId}`
 
@@ -89,7 +89,7 @@ export const makePlane = (options: {
     const { redis, nodeId } = options
     const fibers = yield* FiberSet.make()
     const run = yield* FiberSet.runtime(fibers)()
-    const outgoing = new Map<string, Outgoing>()
+    const outgoing = new Map<string, BatchWriter>()
     /**
      * Probes waiting for an answer, by probe id. The ids one probe sent again share one entry,
      * whose `answer` is the current ask's: an answer to any of them completes it.
@@ -119,10 +119,10 @@ export const makePlane = (options: {
       }
     }
 
-    const publish = (node: string, batch: Outgoing) =>
+    const publish = (node: string, batch: BatchWriter) =>
       Effect.gen(function*() {
-        const messages = batch.parts.length
-        const receivers = yield* Effect.exit(redis.publish(inboxChannel(options.prefix, node), Buffer.concat(batch.parts, batch.bytes)))
+        const messages = batch.records
+        const receivers = yield* Effect.exit(redis.publish(inboxChannel(options.prefix, node), batch.bytes()))
         if (receivers._tag === "Failure") return yield* drop("redis_down", messages)
         if (receivers.value === 0) {
           gone(node)
@@ -139,25 +139,23 @@ export const makePlane = (options: {
       }
     }
 
-    const send = (node: string, message: Wire.Message): boolean => {
-      const record = Wire.encode(message)
-      let queue = outgoing.get(node)
-      if (queue === undefined) {
+    const send = (node: string, message: Wire.Outgoing): boolean => {
+      let batch = outgoing.get(node)
+      if (batch === undefined) {
         if (outgoing.size === 0) atTurnEnd(flush)
-        queue = { parts: [], bytes: 0 }
-        outgoing.set(node, queue)
+        batch = new BatchWriter(BATCH_START_BYTES)
+        outgoing.set(node, batch)
       }
-      if (queue.bytes + record.length > QUEUE_BYTES) {
+      if (batch.length + recordSize(message) > QUEUE_BYTES) {
         run(drop("queue_full", 1))
         return false
       }
-      queue.parts.push(record)
-      queue.bytes += record.length
+      batch.write(message)
       return true
     }
 
     const receive = (batch: Buffer): void => {
-      const { messages, dropped } = Wire.decode(batch)
+      const { messages, dropped } = decode(batch)
       run(Metric.update(Metrics.clusterMessages.in, messages.length))
       // Only nodes publish here; a batch cut short is a bug or a foreign publisher, said once per batch.
       if (dropped > 0) run(Log.warn("cluster batch malformed"))

@@ -53,10 +53,6 @@ const REFUSED_CLOSE: Record<Wire.RefusedWhy, CloseCodes.CloseCode> = {
   phone_backlog: CloseCodes.PhoneBacklogFull
 }
 
-/** Each envelope as one buffer (the phone forwarder hands its parts: prefix, message, brace). */
-const envelopeBytes = (frame: Frame): Buffer =>
-  typeof frame === "string" ? Buffer.from(frame) : Buffer.isBuffer(frame) ? frame : Buffer.concat(frame as ReadonlyArray<Buffer>)
-
 const inertConn = (slot: () => RemoteSlot): PeerConnection => ({
   messages: Stream.empty,
   send: () => false,
@@ -87,11 +83,8 @@ export const makeRemoteSlots = (plane: PlaneShape, nodeId: string) => {
       version: "",
       conn: inertConn(() => slot),
       remote: {
-        relay: (connId, frames) => {
-          const envelopes: Array<Buffer> = []
-          for (const frame of frames) envelopes.push(envelopeBytes(frame))
-          return plane.send(node, { _tag: "ToBinary", serverId, epoch, connId, node: nodeId, envelopes })
-        },
+        // Envelopes as the forwarder hands them (prefix, message, brace): copied once, into the batch.
+        relay: (connId, envelopes) => plane.send(node, { _tag: "ToBinary", serverId, epoch, connId, node: nodeId, envelopes }),
         closeNotice: (connId, code) => void slot.notices.set(connId, code)
       }
     }

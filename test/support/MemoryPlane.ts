@@ -2,11 +2,13 @@
  * In-process cross-node plane for unit tests: nodes made with `planeFor` reach each other's
  * handlers directly (the order of a real inbox is kept: one message at a time, in turn). A node
  * that was never made, or was `remove`d, is gone: its probes answer `gone`, like a `PUBLISH` that
- * reached nobody.
+ * reached nobody. Every record passes through the wire's bytes (`WireWriter`, `WireReader`).
  */
 import * as Effect from "effect/Effect"
 import type { PlaneHandlers, PlaneShape } from "../../src/cluster/Plane.ts"
 import type * as Wire from "../../src/cluster/Wire.ts"
+import { decode } from "../../src/cluster/WireReader.ts"
+import { encode } from "../../src/cluster/WireWriter.ts"
 
 export interface MemoryPlanes {
   readonly planeFor: (nodeId: string, handlers: () => PlaneHandlers | undefined) => PlaneShape
@@ -48,9 +50,11 @@ export const makeMemoryPlanes = (): MemoryPlanes => {
           lost.push(`${node}:${serverId}:${epoch}`)
           queued.push(target.claimLost(serverId, epoch))
         },
-        send: (node, message) => {
+        send: (node, outgoing) => {
           const target = nodes.get(node)?.()
           if (target === undefined) return true
+          // As it would arrive: through the wire's bytes.
+          const message = decode(encode(outgoing)).messages[0]!
           relayed.push({ node, message })
           if (message._tag === "Probe" || message._tag === "ProbeAnswer" || message._tag === "ClaimLost") return true
           queued.push(Effect.suspend(() => target.relay([message]) ?? Effect.void))

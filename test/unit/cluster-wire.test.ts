@@ -4,7 +4,9 @@
  * a record type this version does not know is skipped, not misread.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { decode, encode, type Message } from "../../src/cluster/Wire.ts"
+import type { Message } from "../../src/cluster/Wire.ts"
+import { decode } from "../../src/cluster/WireReader.ts"
+import { BatchWriter, encode, recordSize } from "../../src/cluster/WireWriter.ts"
 
 const samples: ReadonlyArray<Message> = [
   { _tag: "Probe", id: 0, serverId: "s", epoch: "1796622084758102", replyTo: "node-a" },
@@ -88,5 +90,40 @@ describe("cluster wire", () => {
     const batch = Buffer.concat([bad.subarray(0, 6), good])
     assert.strictEqual(decode(batch).dropped, 1)
     assert.deepStrictEqual(decode(batch).messages, [])
+  })
+
+  it("a batch written record by record, growing from a few bytes, is the records one after another", () => {
+    const writer = new BatchWriter(8)
+    for (const message of samples) assert.strictEqual(writer.write(message), recordSize(message))
+    assert.strictEqual(writer.records, samples.length)
+    assert.isTrue(writer.bytes().equals(Buffer.concat(samples.map(encode))))
+    assert.deepStrictEqual(decode(writer.bytes()).messages, [...samples])
+  })
+
+  it("envelopes handed in parts or as strings cross as the same bytes as one buffer", () => {
+    const whole = Buffer.from(`{"conn_id":"c","frame":{"é":"✓"}}`)
+    const parts = [whole.subarray(0, 5), whole.subarray(5, 5), whole.subarray(5)]
+    const base = { _tag: "ToBinary", serverId: "s", epoch: "1", connId: "c", node: "n" } as const
+    const asParts = encode({ ...base, envelopes: [parts, whole.toString("utf8"), whole] })
+    assert.isTrue(asParts.equals(encode({ ...base, envelopes: [whole, whole, whole] })))
+    const [decoded] = decode(asParts).messages
+    assert.deepStrictEqual(decoded, { ...base, envelopes: [whole, whole, whole] })
+  })
+
+  it("ids of equal length that differ are read as themselves (a batch's repeated ids are remembered)", () => {
+    const ids = Array.from({ length: 20 }, (_, i) => `client-s-${(i * 7919).toString(16).padStart(8, "0")}`)
+    const messages: Array<Message> = ids.flatMap((connId, i) => [
+      { _tag: "ToPhone", serverId: `s${i % 3}`, epoch: `${10 + (i % 2)}`, connId, frame: Buffer.from(`${i}`), closeCode: 0 } as const,
+      { _tag: "PhoneLeft", serverId: `s${i % 3}`, epoch: `${10 + (i % 2)}`, connId: ids[(i * 3) % ids.length]!, notice: 0 } as const
+    ])
+    assert.deepStrictEqual(decode(Buffer.concat(messages.map(encode))).messages, messages)
+  })
+
+  it("more distinct strings than the encoder keeps are still written right", () => {
+    const messages: Array<Message> = Array.from({ length: 10_000 }, (_, i) => ({ _tag: "SlotGrace", serverId: `server-${i}`, epoch: `${i}` }))
+    const writer = new BatchWriter()
+    for (const message of messages) writer.write(message)
+    for (const message of messages.slice(0, 100)) writer.write(message)
+    assert.deepStrictEqual(decode(writer.bytes()).messages, [...messages, ...messages.slice(0, 100)])
   })
 })
