@@ -69,8 +69,12 @@ export interface ClusterRedisShape {
   /**
    * `PUBLISH` of bytes, with its deadline: how many subscribers got it (0: nobody listens on that
    * channel — for a node's inbox, the node is gone). Counted under `publish` when it fails.
+   *
+   * The command is queued at once, but `payload` is called only when the client writes it (at the
+   * end of the event-loop turn, after whatever else the turn queued): what the caller adds until
+   * then goes with it. Called at most once; never if the command is not written.
    */
-  readonly publish: (channel: string, payload: Buffer) => Effect.Effect<number, RegistryUnavailable>
+  readonly publish: (channel: string, payload: () => Buffer) => Effect.Effect<number, RegistryUnavailable>
   /**
    * Receives the bytes published on `channel` for as long as the calling scope lives, across
    * reconnects and rebuilt clients (a dedicated subscriber connection per client; what is
@@ -130,6 +134,17 @@ const withDeadline = <A>(
   )
 
 const NOT_CONNECTED = new RegistryUnavailable({ reason: "not connected" })
+
+/**
+ * A command's arguments whose last is read only when the client encodes the command to write it
+ * (node-redis encodes each queued command as it writes it, in order), and then once.
+ */
+const lazyArguments = (head: ReadonlyArray<string>, last: () => Buffer): Array<string | Buffer> => {
+  const args: Array<string | Buffer> = [...head]
+  let value: Buffer | undefined
+  Object.defineProperty(args, head.length, { enumerable: true, get: () => (value ??= last()) })
+  return args
+}
 
 export interface ClusterRedisOptions {
   readonly url: RedisUrl
@@ -348,7 +363,7 @@ export const makeClusterRedis = Effect.fnUntraced(function*(options: ClusterRedi
           if (c === undefined) return Effect.fail(NOT_CONNECTED)
           return withDeadline(
             Effect.tryPromise({
-              try: () => c.node.client.sendCommand(["PUBLISH", channel, payload]) as Promise<number>,
+              try: () => c.node.client.sendCommand(lazyArguments(["PUBLISH", channel], payload)) as Promise<number>,
               catch: (cause) => new Redis.RedisError({ cause })
             }),
             CALL_DEADLINE

@@ -71,8 +71,21 @@ export const SUBSCRIBERS_SETTLE = Duration.seconds(10)
 /** Bytes queued for one destination before messages for it are dropped. */
 export const QUEUE_BYTES = 8 * 1024 * 1024
 
+interface Batch {
+  readonly node: string
+  readonly writer: BatchWriter
+  /** The client wrote it (or it was given up): records for its node go to a new batch. */
+  taken: boolean
+  /** Its `PUBLISH` failed: its records are counted dropped (`redis_down`), and none are sent. */
+  failed: boolean
+}
+
+const EMPTY = Buffer.alloc(0)
+
 /** A batch's first buffer; it grows as records come (a busy turn's batch is tens of kB). */
 const BATCH_START_BYTES = 16 * 1024
+/** A buffer kept for a destination's next batch at most this large (a burst's is let go). */
+const SPARE_MAX_BYTES = 1024 * 1024
 
 export const inboxChannel = (prefix: string, nodeId: string): string => `${prefix}:inbox:${nodeId}`
 
@@ -89,7 +102,10 @@ export const makePlane = (options: {
     const { redis, nodeId } = options
     const fibers = yield* FiberSet.make()
     const run = yield* FiberSet.runtime(fibers)()
-    const outgoing = new Map<string, BatchWriter>()
+    /** Per destination, the batch still taking records (published, not yet written). */
+    const open = new Map<string, Batch>()
+    /** Per destination, the buffer of its last batch Redis answered: the next batch's, so busy turns allocate none. */
+    const spare = new Map<string, Buffer>()
     /**
      * Probes waiting for an answer, by probe id. The ids one probe sent again share one entry,
      * whose `answer` is the current ask's: an answer to any of them completes it.
@@ -119,11 +135,26 @@ export const makePlane = (options: {
       }
     }
 
-    const publish = (node: string, batch: BatchWriter) =>
+    /**
+     * A batch is published by its first record: the `PUBLISH` is queued at once and takes every
+     * record queued for its node until the client writes it, at the end of the turn (then it is
+     * `taken`, and the node's next record starts a new batch behind it). Queued that early, it is
+     * written in the same turn's check phase — a `PUBLISH` queued from there would wait a turn.
+     * A batch that failed without being taken (Redis unreachable, or not written by its deadline)
+     * takes the rest of the turn's records for its node, and is counted dropped with them.
+     */
+    const publish = (node: string, batch: Batch) =>
       Effect.gen(function*() {
-        const messages = batch.records
-        const receivers = yield* Effect.exit(redis.publish(inboxChannel(options.prefix, node), batch.bytes()))
-        if (receivers._tag === "Failure") return yield* drop("redis_down", messages)
+        const receivers = yield* Effect.exit(redis.publish(inboxChannel(options.prefix, node), () => take(node, batch)))
+        if (receivers._tag === "Failure") {
+          batch.failed = true
+          if (batch.taken) return yield* drop("redis_down", batch.writer.records)
+          failedOpen.add(batch)
+          return atTurnEnd(sweepFailed)
+        }
+        const messages = batch.writer.records
+        // Answered, so written whole: the next batch for `node` may write over it.
+        if (batch.writer.buffer.length <= SPARE_MAX_BYTES) spare.set(node, batch.writer.buffer)
         if (receivers.value === 0) {
           gone(node)
           return yield* drop("node_gone", messages)
@@ -131,26 +162,39 @@ export const makePlane = (options: {
         yield* Metric.update(Metrics.clusterMessages.out, messages)
       })
 
-    /** At the end of the turn: one batch per destination. */
-    const flush = {
+    /** The batch's bytes as the client writes them; a failed batch's are counted dropped, so none go. */
+    const take = (node: string, batch: Batch): Buffer => {
+      batch.taken = true
+      if (open.get(node) === batch) open.delete(node)
+      return batch.failed ? EMPTY : batch.writer.bytes()
+    }
+
+    const failedOpen = new Set<Batch>()
+    const sweepFailed = {
       turnEnded: () => {
-        for (const [node, batch] of outgoing) run(publish(node, batch))
-        outgoing.clear()
+        for (const batch of failedOpen) {
+          if (open.get(batch.node) === batch) open.delete(batch.node)
+          batch.taken = true
+          run(drop("redis_down", batch.writer.records))
+        }
+        failedOpen.clear()
       }
     }
 
     const send = (node: string, message: Wire.Outgoing): boolean => {
-      let batch = outgoing.get(node)
+      let batch = open.get(node)
+      const started = batch === undefined
       if (batch === undefined) {
-        if (outgoing.size === 0) atTurnEnd(flush)
-        batch = new BatchWriter(BATCH_START_BYTES)
-        outgoing.set(node, batch)
+        batch = { node, writer: new BatchWriter(spare.get(node) ?? BATCH_START_BYTES), taken: false, failed: false }
+        spare.delete(node)
+        open.set(node, batch)
       }
-      if (batch.length + recordSize(message) > QUEUE_BYTES) {
+      if (batch.writer.length + recordSize(message) > QUEUE_BYTES) {
         run(drop("queue_full", 1))
         return false
       }
-      batch.write(message)
+      batch.writer.write(message)
+      if (started) run(publish(node, batch))
       return true
     }
 

@@ -44,8 +44,13 @@ export class BatchWriter {
   private at = 0
   /** Records written. */
   records = 0
-  constructor(capacity = 16 * 1024) {
-    this.buf = Buffer.allocUnsafe(capacity)
+  /** Starts in `buffer` (one whose earlier batch is done with), or a new one of `buffer` bytes. */
+  constructor(buffer: Buffer | number = 16 * 1024) {
+    this.buf = typeof buffer === "number" ? Buffer.allocUnsafe(buffer) : buffer
+  }
+  /** The buffer written into, to be handed to the next batch once this one is sent. */
+  get buffer(): Buffer {
+    return this.buf
   }
   /** Bytes written so far. */
   get length(): number {
@@ -89,8 +94,10 @@ export class BatchWriter {
     }
   }
   private copy(bytes: Uint8Array): void {
-    this.buf.set(bytes, this.at)
-    this.at += bytes.length
+    const n = bytes.length
+    if (n > 48) this.buf.set(bytes, this.at)
+    else for (let i = 0; i < n; i++) this.buf[this.at + i] = bytes[i]!
+    this.at += n
   }
   private reserve(n: number): void {
     if (this.at + n <= this.buf.length) return

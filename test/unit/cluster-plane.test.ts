@@ -26,6 +26,8 @@ const makeBus = () => {
   const channels = new Map<string, (payload: Buffer) => void>()
   const published: Array<{ channel: string; payload: Buffer }> = []
   let down = false
+  let stuck = false
+  const unwritten: Array<() => Buffer> = []
   // Each node's connection starting afresh (a Redis restart): completes the waiting nextGeneration.
   let generationChanged = Deferred.makeUnsafe<void>()
   const freshStart = () => {
@@ -34,13 +36,23 @@ const makeBus = () => {
     Deferred.doneUnsafe(changed, Effect.void)
   }
   const redis = (): ClusterRedisShape => ({
+    // As node-redis: the command is queued at once and written (its payload read) at the end of the turn.
     publish: (channel, payload) =>
-      Effect.suspend(() => {
-        if (down) return Effect.fail(new RegistryUnavailable({ reason: "down" }))
-        published.push({ channel, payload })
-        const listener = channels.get(channel)
-        if (listener !== undefined) queueMicrotask(() => listener(payload))
-        return Effect.succeed(listener === undefined ? 0 : 1)
+      Effect.callback<number, RegistryUnavailable>((resume) => {
+        if (down) return resume(Effect.fail(new RegistryUnavailable({ reason: "down" })))
+        if (stuck) {
+          // Not written before its deadline; the client may still write it later.
+          unwritten.push(payload)
+          return resume(Effect.fail(new RegistryUnavailable({ reason: "timed out" })))
+        }
+        setImmediate(() => {
+          // Copied, as onto a socket: once answered, the plane may write its next batch over the buffer.
+          const bytes = Buffer.from(payload())
+          published.push({ channel, payload: bytes })
+          const listener = channels.get(channel)
+          if (listener !== undefined) queueMicrotask(() => listener(bytes))
+          resume(Effect.succeed(listener === undefined ? 0 : 1))
+        })
       }),
     subscribe: (channel, onMessage) =>
       Effect.andThen(
@@ -55,7 +67,7 @@ const makeBus = () => {
     nextGeneration: Effect.suspend(() => Deferred.await(generationChanged)),
     nextSubscriberStart: Effect.never
   })
-  return { redis, published, channels, setDown: (d: boolean) => (down = d), freshStart }
+  return { redis, published, channels, setDown: (d: boolean) => (down = d), setStuck: (s: boolean) => (stuck = s), unwritten, freshStart }
 }
 
 const node = (
@@ -234,5 +246,60 @@ describe("cluster plane", () => {
       const delivered = decode(sent[0]!.payload).messages.length
       assert.strictEqual(delivered + (yield* count(Metrics.clusterFramesDropped.queue_full)), 200)
       assert.isAbove(yield* count(Metrics.clusterFramesDropped.queue_full), 0)
+    })))
+
+  const grace = (serverId: string) => ({ _tag: "SlotGrace", serverId, epoch: "1" }) as const
+  const sentTo = (bus: ReturnType<typeof makeBus>, nodeId: string) =>
+    bus.published.filter((p) => p.channel === `p:inbox:${nodeId}`).map((p) => decode(p.payload).messages.map((m) => (m as { serverId: string }).serverId))
+
+  it.effect("a batch takes what its node is sent until the client writes it; what comes after goes in the next, behind it", () =>
+    isolated(Effect.gen(function*() {
+      const bus = makeBus()
+      const a = yield* node(bus, "a")
+      yield* node(bus, "b")
+      a.send("b", grace("1"))
+      a.send("b", grace("2"))
+      // Runs after the client's write of this turn (queued after it).
+      setImmediate(() => void a.send("b", grace("3")))
+      a.send("b", grace("2b"))
+      for (let i = 0; i < 3; i++) yield* nextTurn
+      assert.deepStrictEqual(sentTo(bus, "b"), [["1", "2", "2b"], ["3"]])
+      assert.strictEqual(yield* count(Metrics.clusterMessages.out), 4)
+    })))
+
+  it.effect("while Redis is unreachable a turn's records for a node are counted dropped, each once, and none is sent", () =>
+    isolated(Effect.gen(function*() {
+      const bus = makeBus()
+      const a = yield* node(bus, "a")
+      yield* node(bus, "b")
+      bus.setDown(true)
+      for (const id of ["1", "2", "3"]) assert.isTrue(a.send("b", grace(id)))
+      yield* nextTurn
+      assert.strictEqual(yield* count(Metrics.clusterFramesDropped.redis_down), 3)
+      bus.setDown(false)
+      a.send("b", grace("4"))
+      yield* nextTurn
+      yield* nextTurn
+      assert.deepStrictEqual(sentTo(bus, "b"), [["4"]])
+      assert.strictEqual(yield* count(Metrics.clusterFramesDropped.redis_down), 3)
+    })))
+
+  it.effect("a batch given up at its deadline is counted dropped, and sends nothing if the client writes it after all", () =>
+    isolated(Effect.gen(function*() {
+      const bus = makeBus()
+      const a = yield* node(bus, "a")
+      yield* node(bus, "b")
+      bus.setStuck(true)
+      a.send("b", grace("1"))
+      a.send("b", grace("2"))
+      yield* nextTurn
+      assert.strictEqual(yield* count(Metrics.clusterFramesDropped.redis_down), 2)
+      bus.setStuck(false)
+      assert.strictEqual(bus.unwritten.length, 1)
+      assert.strictEqual(bus.unwritten[0]!().length, 0)
+      a.send("b", grace("3"))
+      yield* nextTurn
+      yield* nextTurn
+      assert.deepStrictEqual(sentTo(bus, "b"), [["3"]])
     })))
 })
