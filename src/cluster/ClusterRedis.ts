@@ -21,7 +21,7 @@ import type * as Scope from "effect/Scope"
 import { RegistryUnavailable } from "../domain/Errors.ts"
 import type { RedisOp } from "../observability/Metrics.ts"
 import { CALL_DEADLINE, counted, NOT_CONNECTED, withDeadline } from "./RedisCall.ts"
-import { type ClusterRedisOptions, makeRedisConnection } from "./RedisConnection.ts"
+import { type ClusterRedisOptions, type Connected, makeRedisConnection } from "./RedisConnection.ts"
 import { makeRedisHealth } from "./RedisHealth.ts"
 import { makeRedisPubSub } from "./RedisPubSub.ts"
 
@@ -90,14 +90,13 @@ export const makeClusterRedis = Effect.fnUntraced(function*(options: ClusterRedi
   const pubsub = makeRedisPubSub(connection.current)
   yield* connection.start({ health, attachSubscriber: pubsub.attachSubscriber })
 
-  const send = <A = unknown>(op: RedisOp, command: string, ...args: ReadonlyArray<string>) =>
+  /** `call` on the client there is now, with its deadline, counted under `op`; fails at once without one. */
+  const onClient = <A>(op: RedisOp, call: (c: Connected) => Effect.Effect<A, Redis.RedisError>) =>
     counted(
       op,
       Effect.suspend(() => {
-        const connected = connection.current()
-        return connected === undefined
-          ? Effect.fail(NOT_CONNECTED)
-          : withDeadline(connected.redis.send<A>(command, ...args), CALL_DEADLINE)
+        const c = connection.current()
+        return c === undefined ? Effect.fail(NOT_CONNECTED) : withDeadline(call(c), CALL_DEADLINE)
       })
     )
 
@@ -105,39 +104,22 @@ export const makeClusterRedis = Effect.fnUntraced(function*(options: ClusterRedi
     op: RedisOp,
     script: Redis.Script<C>
   ) =>
-  (...params: C["params"]): Effect.Effect<C["result"], RegistryUnavailable> =>
-    counted(
-      op,
-      Effect.suspend(() => {
-        const connected = connection.current()
-        return connected === undefined
-          ? Effect.fail(NOT_CONNECTED)
-          : withDeadline(connected.redis.eval(script)(...params), CALL_DEADLINE)
-      })
-    )
+  (...params: C["params"]): Effect.Effect<C["result"], RegistryUnavailable> => onClient(op, (c) => c.redis.eval(script)(...params))
 
   return ClusterRedis.of({
     isUp: health.isUp,
-    send,
+    send: <A = unknown>(op: RedisOp, command: string, ...args: ReadonlyArray<string>) =>
+      onClient(op, (c) => c.redis.send<A>(command, ...args)),
     eval: evalScript,
     redisTimeMillis: health.redisTimeMillis,
     generation: connection.generation,
     nextGeneration: connection.nextGeneration,
     publish: (channel, payload) =>
-      counted(
-        "publish",
-        Effect.suspend(() => {
-          const c = connection.current()
-          if (c === undefined) return Effect.fail(NOT_CONNECTED)
-          return withDeadline(
-            Effect.tryPromise({
-              try: () => c.node.client.sendCommand(lazyArguments(["PUBLISH", channel], payload)) as Promise<number>,
-              catch: (cause) => new Redis.RedisError({ cause })
-            }),
-            CALL_DEADLINE
-          )
-        })
-      ),
+      onClient("publish", (c) =>
+        Effect.tryPromise({
+          try: () => c.node.client.sendCommand(lazyArguments(["PUBLISH", channel], payload)) as Promise<number>,
+          catch: (cause) => new Redis.RedisError({ cause })
+        })),
     nextSubscriberStart: pubsub.nextSubscriberStart,
     subscribe: pubsub.subscribe
   })

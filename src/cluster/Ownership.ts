@@ -13,16 +13,6 @@ import type { RegistryUnavailable } from "../domain/Errors.ts"
 import type { ClusterRedisShape } from "./ClusterRedis.ts"
 import type { ClusterKeys } from "./Keys.ts"
 import * as Replies from "./OwnershipReplies.ts"
-import type {
-  AssertReply,
-  ClaimReply,
-  ExpireReply,
-  LeaseReply,
-  ReapReply,
-  RegisterReply,
-  ReleaseReply,
-  TakeoverReply
-} from "./OwnershipReplies.ts"
 import * as Scripts from "./Scripts.ts"
 
 export type {
@@ -45,10 +35,10 @@ export interface Holder {
 
 export interface OwnershipStore {
   readonly nodeId: string
-  readonly claim: (serverId: string) => Effect.Effect<ClaimReply, RegistryUnavailable>
-  readonly takeover: (serverId: string, expected: string) => Effect.Effect<TakeoverReply, RegistryUnavailable>
-  readonly release: (serverId: string, epoch: string, grace: Duration.Duration) => Effect.Effect<ReleaseReply, RegistryUnavailable>
-  readonly expire: (serverId: string, epoch: string) => Effect.Effect<ExpireReply, RegistryUnavailable>
+  readonly claim: (serverId: string) => Effect.Effect<Replies.ClaimReply, RegistryUnavailable>
+  readonly takeover: (serverId: string, expected: string) => Effect.Effect<Replies.TakeoverReply, RegistryUnavailable>
+  readonly release: (serverId: string, epoch: string, grace: Duration.Duration) => Effect.Effect<Replies.ReleaseReply, RegistryUnavailable>
+  readonly expire: (serverId: string, epoch: string) => Effect.Effect<Replies.ExpireReply, RegistryUnavailable>
   /** `expected` is the claim the phone will be served by; `""` for any. `live`: this node's phones of the slot. */
   readonly register: (
     serverId: string,
@@ -56,7 +46,7 @@ export interface OwnershipStore {
     cap: number,
     expected: string,
     live: ReadonlyArray<string>
-  ) => Effect.Effect<RegisterReply, RegistryUnavailable>
+  ) => Effect.Effect<Replies.RegisterReply, RegistryUnavailable>
   readonly unregister: (serverId: string, connId: string) => Effect.Effect<void, RegistryUnavailable>
   /** Removes phones of a dead node from the slot (those still listed as that node's). */
   readonly dropPhones: (serverId: string, deadNode: string, connIds: ReadonlyArray<string>) => Effect.Effect<void, RegistryUnavailable>
@@ -71,8 +61,8 @@ export interface OwnershipStore {
     state: "live" | "grace",
     graceLeft: Duration.Duration,
     live: ReadonlyArray<string>
-  ) => Effect.Effect<AssertReply, RegistryUnavailable>
-  readonly lease: (ttl: Duration.Duration) => Effect.Effect<LeaseReply, RegistryUnavailable>
+  ) => Effect.Effect<Replies.AssertReply, RegistryUnavailable>
+  readonly lease: (ttl: Duration.Duration) => Effect.Effect<Replies.LeaseReply, RegistryUnavailable>
   readonly resign: Effect.Effect<void, RegistryUnavailable>
   /** The reaper's index of this node's claims (advisory: the slot keys decide). */
   readonly indexClaim: (serverId: string) => Effect.Effect<void, RegistryUnavailable>
@@ -86,7 +76,7 @@ export interface OwnershipStore {
   readonly members: Effect.Effect<ReadonlyArray<string>, RegistryUnavailable>
   /** The server-ids `nodeId` has claimed, by the index. */
   readonly claimsOf: (nodeId: string) => Effect.Effect<ReadonlyArray<string>, RegistryUnavailable>
-  readonly reap: (serverId: string, deadNode: string, grace: Duration.Duration) => Effect.Effect<ReapReply, RegistryUnavailable>
+  readonly reap: (serverId: string, deadNode: string, grace: Duration.Duration) => Effect.Effect<Replies.ReapReply, RegistryUnavailable>
   /** Drops a reaped node's index and membership, unless it came back meanwhile. */
   readonly forget: (nodeId: string) => Effect.Effect<void, RegistryUnavailable>
 }

@@ -23,6 +23,7 @@ import type { RedisUrl } from "../config/RedisUrl.ts"
 import type { RegistryUnavailable } from "../domain/Errors.ts"
 import { countError, reasonOf } from "./RedisCall.ts"
 import { HEALTH_INTERVAL, type RedisHealth } from "./RedisHealth.ts"
+import { makeSignal } from "./Signal.ts"
 
 /** CLUSTER.md §1: how long boot waits for Redis before starting without it. */
 export const BOOT_WAIT = Duration.seconds(5)
@@ -62,12 +63,10 @@ export const makeRedisConnection = (options: ClusterRedisOptions) => {
   const connect = options.connect ?? nodeRedisLayer
   let connected: Connected | undefined
   let generation = 0
-  let generationChanged = Deferred.makeUnsafe<void>()
+  const generationChanged = makeSignal()
   const newGeneration = () => {
     generation++
-    const changed = generationChanged
-    generationChanged = Deferred.makeUnsafe<void>()
-    Deferred.doneUnsafe(changed, Effect.void)
+    generationChanged.fire()
   }
 
   /**
@@ -139,7 +138,7 @@ export const makeRedisConnection = (options: ClusterRedisOptions) => {
     /** The client there is now; `undefined` between a client that gave up and its rebuild. */
     current: () => connected,
     generation: () => generation,
-    nextGeneration: Effect.suspend(() => Deferred.await(generationChanged)),
+    nextGeneration: generationChanged.next,
     /** A fresh start: whatever was confirmed under an older generation must be confirmed again. */
     newGeneration,
     start

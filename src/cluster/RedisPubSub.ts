@@ -5,23 +5,18 @@
  * published meanwhile is lost, as pub/sub is, so each (re)connect is announced for the callers
  * to check again what they may have missed.
  */
-import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Scope from "effect/Scope"
 import { RegistryUnavailable } from "../domain/Errors.ts"
 import { reasonOf } from "./RedisCall.ts"
 import type { Connected, NodeRedisClient } from "./RedisConnection.ts"
+import { makeSignal } from "./Signal.ts"
 
 /** `current`: the client there is now, if any. */
 export const makeRedisPubSub = (current: () => Connected | undefined) => {
   /** Every live subscription; each client gets a subscriber connection for all of them. */
   const subscriptions = new Set<{ readonly channel: string; readonly onMessage: (payload: Buffer) => void }>()
-  let subscriberStarted = Deferred.makeUnsafe<void>()
-  const subscriberStart = () => {
-    const started = subscriberStarted
-    subscriberStarted = Deferred.makeUnsafe<void>()
-    Deferred.doneUnsafe(started, Effect.void)
-  }
+  const subscriberStarted = makeSignal()
 
   /** The subscriber connection of `c`, made once, closed with `c`'s scope. */
   const subscriberOf = (c: Connected) =>
@@ -34,7 +29,7 @@ export const makeRedisPubSub = (current: () => Connected | undefined) => {
               const subscriber = c.node.client.duplicate()
               subscriber.on("error", () => {})
               // node-redis subscribes again after a reconnect; messages in between are lost.
-              subscriber.on("ready", subscriberStart)
+              subscriber.on("ready", subscriberStarted.fire)
               await subscriber.connect()
               return subscriber
             },
@@ -74,6 +69,6 @@ export const makeRedisPubSub = (current: () => Connected | undefined) => {
   return {
     attachSubscriber,
     subscribe,
-    nextSubscriberStart: Effect.suspend(() => Deferred.await(subscriberStarted))
+    nextSubscriberStart: subscriberStarted.next
   }
 }
