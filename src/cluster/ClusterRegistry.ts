@@ -10,10 +10,11 @@
  *
  * This node's table, claims and lock are `NodeSlots`; claims, reclaims and takeovers are
  * `ClaimTransitions`; what keeps them true to Redis between transitions (expiry, checks, answers
- * to other nodes, the drain's hand-over) is `ClaimChecks`; phones joining and leaving are `PhoneRegistration`. Phones on another node than their binary's
- * (§2.2) are served through the plane: this node's phones of other nodes' claims are its remote
- * slots (`RemoteSlots`), other nodes' phones of its claims stand in its routing (`RemotePhones`),
- * and every end of a claim reaches its phones' nodes (`CrossNode`).
+ * to other nodes, the drain's hand-over) is `ClaimChecks`; phones joining and leaving are
+ * `PhoneRegistration`. Phones on another node than their binary's (§2.2) are served through the
+ * plane: this node's phones of other nodes' claims are its remote slots (`RemoteSlots`), other
+ * nodes' phones of its claims stand in its routing (`RemotePhones`), and every end of a claim
+ * reaches its phones' nodes (`CrossNode`).
  */
 import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
