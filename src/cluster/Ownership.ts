@@ -4,67 +4,28 @@
  * registry talks only to this interface, so its timing (grace deadlines, retries) is tested on
  * `TestClock` against an in-memory store, and the scripts against a real Redis.
  *
- * A script that ran too late to be trusted (`late`) fails like a call that got no answer: the
- * caller has already given up on it, and the script changed nothing.
+ * What each script's answer means is `OwnershipReplies.ts`; a script that ran too late to be
+ * trusted (`late`) fails like a call that got no answer.
  */
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import { RegistryUnavailable } from "../domain/Errors.ts"
+import type { RegistryUnavailable } from "../domain/Errors.ts"
 import type { ClusterRedisShape } from "./ClusterRedis.ts"
 import type { ClusterKeys } from "./Keys.ts"
+import * as Replies from "./OwnershipReplies.ts"
 import * as Scripts from "./Scripts.ts"
 
-/** A phone of the slot, on some node. */
-export interface RemotePhone {
-  readonly connId: string
-  readonly node: string
-}
-
-export type ClaimReply =
-  | { readonly _tag: "Claimed"; readonly epoch: string }
-  | {
-    readonly _tag: "Reclaimed"
-    readonly epoch: string
-    readonly fromNode: string
-    readonly fromEpoch: string
-    readonly phones: ReadonlyArray<RemotePhone>
-  }
-  | { readonly _tag: "Conflict"; readonly node: string; readonly epoch: string }
-
-export type TakeoverReply =
-  | { readonly _tag: "TookOver"; readonly epoch: string; readonly fromNode: string; readonly phones: ReadonlyArray<RemotePhone> }
-  | { readonly _tag: "Superseded" }
-  | { readonly _tag: "Missing" }
-
-export type ReleaseReply = { readonly _tag: "Grace"; readonly deadline: number } | { readonly _tag: "Stale" }
-
-export type ExpireReply =
-  | { readonly _tag: "Expired"; readonly phones: ReadonlyArray<RemotePhone> }
-  | { readonly _tag: "NotDue"; readonly millis: number }
-  /** Another claim holds the slot now. */
-  | { readonly _tag: "Stale" }
-  /** No slot: another node expired it (and counted it), or its keys were lost. */
-  | { readonly _tag: "Gone" }
-
-/** `Reaped`: a dead node's live claim entered grace now; `Grace`: it was in grace already. */
-export type ReapReply =
-  | { readonly _tag: "Reaped" | "Grace"; readonly epoch: string; readonly deadline: number }
-  | { readonly _tag: "Other" }
-
-export type RegisterReply =
-  | { readonly _tag: "Ok"; readonly epoch: string; readonly node: string }
-  | { readonly _tag: "NoServer" }
-  | { readonly _tag: "Moved"; readonly epoch: string }
-  | { readonly _tag: "Duplicate" }
-  | { readonly _tag: "AtCap" }
-
-export type AssertReply =
-  | { readonly _tag: "Held" }
-  | { readonly _tag: "Restored" }
-  | { readonly _tag: "Lost"; readonly node: string; readonly epoch: string }
-
-/** `held`: renewed. `lost`: it had lapsed and is taken again (claims must be checked). `taken`: another process. */
-export type LeaseReply = "held" | "lost" | "taken"
+export type {
+  AssertReply,
+  ClaimReply,
+  ExpireReply,
+  LeaseReply,
+  ReapReply,
+  RegisterReply,
+  ReleaseReply,
+  RemotePhone,
+  TakeoverReply
+} from "./OwnershipReplies.ts"
 
 export interface Holder {
   readonly state: "live" | "grace"
@@ -74,10 +35,10 @@ export interface Holder {
 
 export interface OwnershipStore {
   readonly nodeId: string
-  readonly claim: (serverId: string) => Effect.Effect<ClaimReply, RegistryUnavailable>
-  readonly takeover: (serverId: string, expected: string) => Effect.Effect<TakeoverReply, RegistryUnavailable>
-  readonly release: (serverId: string, epoch: string, grace: Duration.Duration) => Effect.Effect<ReleaseReply, RegistryUnavailable>
-  readonly expire: (serverId: string, epoch: string) => Effect.Effect<ExpireReply, RegistryUnavailable>
+  readonly claim: (serverId: string) => Effect.Effect<Replies.ClaimReply, RegistryUnavailable>
+  readonly takeover: (serverId: string, expected: string) => Effect.Effect<Replies.TakeoverReply, RegistryUnavailable>
+  readonly release: (serverId: string, epoch: string, grace: Duration.Duration) => Effect.Effect<Replies.ReleaseReply, RegistryUnavailable>
+  readonly expire: (serverId: string, epoch: string) => Effect.Effect<Replies.ExpireReply, RegistryUnavailable>
   /** `expected` is the claim the phone will be served by; `""` for any. `live`: this node's phones of the slot. */
   readonly register: (
     serverId: string,
@@ -85,7 +46,7 @@ export interface OwnershipStore {
     cap: number,
     expected: string,
     live: ReadonlyArray<string>
-  ) => Effect.Effect<RegisterReply, RegistryUnavailable>
+  ) => Effect.Effect<Replies.RegisterReply, RegistryUnavailable>
   readonly unregister: (serverId: string, connId: string) => Effect.Effect<void, RegistryUnavailable>
   /** Removes phones of a dead node from the slot (those still listed as that node's). */
   readonly dropPhones: (serverId: string, deadNode: string, connIds: ReadonlyArray<string>) => Effect.Effect<void, RegistryUnavailable>
@@ -100,8 +61,8 @@ export interface OwnershipStore {
     state: "live" | "grace",
     graceLeft: Duration.Duration,
     live: ReadonlyArray<string>
-  ) => Effect.Effect<AssertReply, RegistryUnavailable>
-  readonly lease: (ttl: Duration.Duration) => Effect.Effect<LeaseReply, RegistryUnavailable>
+  ) => Effect.Effect<Replies.AssertReply, RegistryUnavailable>
+  readonly lease: (ttl: Duration.Duration) => Effect.Effect<Replies.LeaseReply, RegistryUnavailable>
   readonly resign: Effect.Effect<void, RegistryUnavailable>
   /** The reaper's index of this node's claims (advisory: the slot keys decide). */
   readonly indexClaim: (serverId: string) => Effect.Effect<void, RegistryUnavailable>
@@ -115,25 +76,13 @@ export interface OwnershipStore {
   readonly members: Effect.Effect<ReadonlyArray<string>, RegistryUnavailable>
   /** The server-ids `nodeId` has claimed, by the index. */
   readonly claimsOf: (nodeId: string) => Effect.Effect<ReadonlyArray<string>, RegistryUnavailable>
-  readonly reap: (serverId: string, deadNode: string, grace: Duration.Duration) => Effect.Effect<ReapReply, RegistryUnavailable>
+  readonly reap: (serverId: string, deadNode: string, grace: Duration.Duration) => Effect.Effect<Replies.ReapReply, RegistryUnavailable>
   /** Drops a reaped node's index and membership, unless it came back meanwhile. */
   readonly forget: (nodeId: string) => Effect.Effect<void, RegistryUnavailable>
 }
 
 /** How much of a call's 2 s deadline a script may start in and still be trusted. */
 const TRUSTED_FOR_MILLIS = 1_500
-
-const phonesOf = (reply: ReadonlyArray<string>, from: number): Array<RemotePhone> => {
-  const phones: Array<RemotePhone> = []
-  for (let i = from; i + 1 < reply.length; i += 2) phones.push({ connId: reply[i]!, node: reply[i + 1]! })
-  return phones
-}
-
-const LATE = new RegistryUnavailable({ reason: "late" })
-
-/** A reply this code does not know (a script of another version?): no answer to trust. */
-const unexpected = (reply: unknown) =>
-  Effect.fail(new RegistryUnavailable({ reason: reply === "late" ? "late" : "unexpected reply" }))
 
 export const redisOwnership = (
   redis: ClusterRedisShape,
@@ -149,43 +98,13 @@ export const redisOwnership = (
       Effect.flatMap(notAfter, (deadline) =>
         Effect.flatMap(
           redis.eval("claim", Scripts.claim)(keys.server(serverId), keys.phones(serverId), nodeId, deadline),
-          (reply): Effect.Effect<ClaimReply, RegistryUnavailable> => {
-            switch (reply[0]) {
-              case "claimed":
-                return Effect.succeed({ _tag: "Claimed", epoch: reply[1]! })
-              case "reclaimed":
-                return Effect.succeed({
-                  _tag: "Reclaimed",
-                  epoch: reply[1]!,
-                  fromNode: reply[2]!,
-                  fromEpoch: reply[3]!,
-                  phones: phonesOf(reply, 4)
-                })
-              case "conflict":
-                return Effect.succeed({ _tag: "Conflict", node: reply[1]!, epoch: reply[2]! })
-              case "late":
-                return Effect.fail(LATE)
-              default:
-                return unexpected(reply[0])
-            }
-          }
+          Replies.claimReply
         )),
     takeover: (serverId, expected) =>
       Effect.flatMap(notAfter, (deadline) =>
         Effect.flatMap(
           redis.eval("takeover", Scripts.takeover)(keys.server(serverId), keys.phones(serverId), nodeId, expected, deadline),
-          (reply): Effect.Effect<TakeoverReply, RegistryUnavailable> => {
-            switch (reply[0]) {
-              case "tookover":
-                return Effect.succeed({ _tag: "TookOver", epoch: reply[1]!, fromNode: reply[2]!, phones: phonesOf(reply, 3) })
-              case "superseded":
-                return Effect.succeed({ _tag: "Superseded" })
-              case "missing":
-                return Effect.succeed({ _tag: "Missing" })
-              default:
-                return unexpected(reply[0])
-            }
-          }
+          Replies.takeoverReply
         )),
     release: (serverId, epoch, grace) =>
       Effect.flatMap(
@@ -197,50 +116,17 @@ export const redisOwnership = (
           Duration.toMillis(grace),
           KEEP_AFTER_GRACE_MILLIS
         ),
-        (reply): Effect.Effect<ReleaseReply, RegistryUnavailable> =>
-          reply[0] === "grace"
-            ? Effect.succeed({ _tag: "Grace", deadline: Number(reply[1]) })
-            : reply[0] === "stale"
-            ? Effect.succeed({ _tag: "Stale" })
-            : unexpected(reply[0])
+        Replies.releaseReply
       ),
     expire: (serverId, epoch) =>
       Effect.flatMap(
         redis.eval("expire", Scripts.expire)(keys.server(serverId), keys.phones(serverId), nodeId, epoch),
-        (reply): Effect.Effect<ExpireReply, RegistryUnavailable> => {
-          switch (reply[0]) {
-            case "expired":
-              return Effect.succeed({ _tag: "Expired", phones: phonesOf(reply, 1) })
-            case "notdue":
-              return Effect.succeed({ _tag: "NotDue", millis: Number(reply[1]) })
-            case "stale":
-              return Effect.succeed({ _tag: "Stale" })
-            case "gone":
-              return Effect.succeed({ _tag: "Gone" })
-            default:
-              return unexpected(reply[0])
-          }
-        }
+        Replies.expireReply
       ),
     register: (serverId, connId, cap, expected, live) =>
       Effect.flatMap(
         redis.eval("register", Scripts.register)(keys.server(serverId), keys.phones(serverId), connId, nodeId, cap, expected, live),
-        (reply): Effect.Effect<RegisterReply, RegistryUnavailable> => {
-          switch (reply[0]) {
-            case "ok":
-              return Effect.succeed({ _tag: "Ok", epoch: reply[1]!, node: reply[2]! })
-            case "noserver":
-              return Effect.succeed({ _tag: "NoServer" })
-            case "moved":
-              return Effect.succeed({ _tag: "Moved", epoch: reply[1]! })
-            case "duplicate":
-              return Effect.succeed({ _tag: "Duplicate" })
-            case "atcap":
-              return Effect.succeed({ _tag: "AtCap" })
-            default:
-              return unexpected(reply[0])
-          }
-        }
+        Replies.registerReply
       ),
     unregister: (serverId, connId) =>
       Effect.asVoid(redis.eval("unregister", Scripts.unregister)(keys.phones(serverId), connId, nodeId)),
@@ -267,20 +153,12 @@ export const redisOwnership = (
           KEEP_AFTER_GRACE_MILLIS,
           live
         ),
-        (reply): Effect.Effect<AssertReply, RegistryUnavailable> =>
-          reply[0] === "held"
-            ? Effect.succeed({ _tag: "Held" })
-            : reply[0] === "restored"
-            ? Effect.succeed({ _tag: "Restored" })
-            : reply[0] === "lost"
-            ? Effect.succeed({ _tag: "Lost", node: reply[1]!, epoch: reply[2]! })
-            : unexpected(reply[0])
+        Replies.assertReply
       ),
     lease: (ttl) =>
       Effect.flatMap(
         redis.eval("lease", Scripts.lease)(keys.node(nodeId), keys.members, nodeId, token, Duration.toMillis(ttl)),
-        (reply): Effect.Effect<LeaseReply, RegistryUnavailable> =>
-          reply === "held" || reply === "lost" || reply === "taken" ? Effect.succeed(reply) : unexpected(reply)
+        Replies.leaseReply
       ),
     resign: Effect.asVoid(redis.eval("lease", Scripts.resign)(keys.node(nodeId), token)),
     indexClaim: (serverId) => Effect.asVoid(redis.send("index", "SADD", keys.claims(nodeId), serverId)),
@@ -294,12 +172,7 @@ export const redisOwnership = (
     reap: (serverId, deadNode, grace) =>
       Effect.flatMap(
         redis.eval("reap", Scripts.reap)(keys.server(serverId), keys.phones(serverId), deadNode, Duration.toMillis(grace), KEEP_AFTER_GRACE_MILLIS),
-        (reply): Effect.Effect<ReapReply, RegistryUnavailable> =>
-          reply[0] === "reaped" || reply[0] === "grace"
-            ? Effect.succeed({ _tag: reply[0] === "reaped" ? "Reaped" : "Grace", epoch: reply[1]!, deadline: Number(reply[2]) })
-            : reply[0] === "other"
-            ? Effect.succeed({ _tag: "Other" })
-            : unexpected(reply[0])
+        Replies.reapReply
       ),
     forget: (other) => Effect.asVoid(redis.eval("reap", Scripts.forget)(keys.node(other), keys.members, keys.claims(other), other))
   }

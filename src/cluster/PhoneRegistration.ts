@@ -13,6 +13,7 @@ import type { BinaryHandle, PhoneHandle } from "../registry/Handles.ts"
 import { evict, type RegisterError } from "../registry/Registry.ts"
 import * as CloseCodes from "../domain/CloseCodes.ts"
 import type { NodeSlots } from "./NodeSlots.ts"
+import type { RegisterReply } from "./Ownership.ts"
 
 /** A conn_id clash with another node's phone of the slot is redrawn at most this often. */
 const CONN_ID_DRAWS = 3
@@ -26,6 +27,8 @@ const CONN_ID_DRAWS = 3
 const CLAIM_IN_FLIGHT = Duration.millis(250)
 
 type Make = (connId: string, servedBy: BinaryHandle) => PhoneHandle
+/** Redis's answers that settle a registration (a clash and a full slot are handled alike everywhere). */
+type Settled = Exclude<RegisterReply, { readonly _tag: "Duplicate" | "AtCap" }>
 
 export const makePhoneRegistration = (slots: NodeSlots, maxPhonesPerServer: number) => {
   const { table, claims, lock, store, remote } = slots
@@ -42,65 +45,80 @@ export const makePhoneRegistration = (slots: NodeSlots, maxPhonesPerServer: numb
       return phone
     })
 
-  /** A phone of this node's claim `epoch`. */
-  const registerLocal = (serverId: string, epoch: string, make: Make) =>
+  /**
+   * Draws conn_ids until Redis settles one: a clash with another node's phone of the slot is
+   * drawn again, at most `CONN_ID_DRAWS` times, and a full slot is `PhonesAtCap`. `draw` issues a
+   * conn_id and registers it; `settle` takes Redis's other answers.
+   */
+  const drawConnIds = (
+    draw: Effect.Effect<{ readonly connId: string; readonly reply: RegisterReply }, RegisterError>,
+    settle: (connId: string, reply: Settled) => Effect.Effect<PhoneHandle, RegisterError>
+  ): Effect.Effect<PhoneHandle, RegisterError> =>
     Effect.gen(function*() {
-      for (let draw = 0; draw < CONN_ID_DRAWS; draw++) {
-        const live = table.phoneIds(serverId)
-        if (live.length >= maxPhonesPerServer) return yield* new PhonesAtCap()
-        const connId = table.issueConnId(serverId)
-        const reply = yield* store.register(serverId, connId, maxPhonesPerServer, epoch, live)
-        switch (reply._tag) {
-          case "Duplicate":
-            continue
-          case "AtCap":
-            return yield* new PhonesAtCap()
-          case "NoServer":
-          case "Moved":
-            // Redis is not in step with this node's claim: it is checked again at the next lapse.
-            return yield* new RegistryUnavailable({ reason: "out of step" })
-          case "Ok": {
-            const phone = table.registerAs(serverId, connId, make)
-            if (typeof phone === "string") return yield* new PhonesAtCap()
-            return yield* registered(serverId, phone)
-          }
-        }
+      for (let attempt = 0; attempt < CONN_ID_DRAWS; attempt++) {
+        const { connId, reply } = yield* draw
+        if (reply._tag === "Duplicate") continue
+        if (reply._tag === "AtCap") return yield* new PhonesAtCap()
+        return yield* settle(connId, reply)
       }
       return yield* new RegistryUnavailable({ reason: "conn_id clash" })
     })
 
+  /** A phone of this node's claim `epoch`. */
+  const registerLocal = (serverId: string, epoch: string, make: Make) =>
+    drawConnIds(
+      Effect.gen(function*() {
+        const live = table.phoneIds(serverId)
+        if (live.length >= maxPhonesPerServer) return yield* new PhonesAtCap()
+        const connId = table.issueConnId(serverId)
+        return { connId, reply: yield* store.register(serverId, connId, maxPhonesPerServer, epoch, live) }
+      }),
+      (connId, reply) =>
+        Effect.gen(function*() {
+          switch (reply._tag) {
+            case "NoServer":
+            case "Moved":
+              // Redis is not in step with this node's claim: it is checked again at the next lapse.
+              return yield* new RegistryUnavailable({ reason: "out of step" })
+            case "Ok": {
+              const phone = table.registerAs(serverId, connId, make)
+              if (typeof phone === "string") return yield* new PhonesAtCap()
+              return yield* registered(serverId, phone)
+            }
+          }
+        })
+    )
+
   /** Not held here: the phone joins whichever claim Redis has, on whichever node (§2.2). */
   const registerRemote = (serverId: string, make: Make) =>
-    Effect.gen(function*() {
-      for (let draw = 0; draw < CONN_ID_DRAWS; draw++) {
+    drawConnIds(
+      Effect.gen(function*() {
         const here = remote.get(serverId)?.phones
         const live = here === undefined ? [] : [...here.keys()]
         const connId = table.issueConnId(serverId, (id) => here?.has(id) ?? false)
-        const reply = yield* store.register(serverId, connId, maxPhonesPerServer, "", live)
-        switch (reply._tag) {
-          case "Duplicate":
-            continue
-          case "AtCap":
-            return yield* new PhonesAtCap()
-          case "NoServer":
-            return yield* new NoServer()
-          case "Moved":
-            return yield* new RegistryUnavailable({ reason: "out of step" })
-          case "Ok": {
-            if (reply.node === store.nodeId) {
-              // Redis says this node holds it, but nothing here does (a ghost): not served.
-              yield* Effect.ignore(store.unregister(serverId, connId))
+        return { connId, reply: yield* store.register(serverId, connId, maxPhonesPerServer, "", live) }
+      }),
+      (connId, reply) =>
+        Effect.gen(function*() {
+          switch (reply._tag) {
+            case "NoServer":
+              return yield* new NoServer()
+            case "Moved":
               return yield* new RegistryUnavailable({ reason: "out of step" })
+            case "Ok": {
+              if (reply.node === store.nodeId) {
+                // Redis says this node holds it, but nothing here does (a ghost): not served.
+                yield* Effect.ignore(store.unregister(serverId, connId))
+                return yield* new RegistryUnavailable({ reason: "out of step" })
+              }
+              const { phone, replaced } = remote.add(serverId, reply.node, reply.epoch, connId, make)
+              // A newer claim than the one this node knew: its phones here were reclaimed (their word was lost).
+              if (replaced.length > 0) yield* evict(replaced, CloseCodes.Reclaimed, "evicted")
+              return yield* registered(serverId, phone)
             }
-            const { phone, replaced } = remote.add(serverId, reply.node, reply.epoch, connId, make)
-            // A newer claim than the one this node knew: its phones here were reclaimed (their word was lost).
-            if (replaced.length > 0) yield* evict(replaced, CloseCodes.Reclaimed, "evicted")
-            return yield* registered(serverId, phone)
           }
-        }
-      }
-      return yield* new RegistryUnavailable({ reason: "conn_id clash" })
-    })
+        })
+    )
 
   const attempt = (serverId: string, make: Make): Effect.Effect<PhoneHandle, RegisterError> =>
     lock(

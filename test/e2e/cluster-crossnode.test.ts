@@ -5,11 +5,11 @@
  * nodes, backpressure across nodes, and fencing: no phone ever hears two binaries.
  */
 import WebSocket from "ws"
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
+import { afterEach, describe, expect, it } from "vitest"
 import { type ClusterNode, clusterSum, startNodes } from "../support/ClusterNodes.ts"
 import { closedWithin, dialBinary, dialPhone, envelopes, eventually, type Peer, sleep } from "../support/Peers.ts"
 import { metricValue } from "../support/ProxyClient.ts"
-import { type RedisServer, redisServerBinary, startRedis, warnIfNoRedis } from "../support/RedisServer.ts"
+import { redisForSuite, redisServerBinary, warnIfNoRedis } from "../support/RedisServer.ts"
 import { killTracked } from "../support/RelayProcess.ts"
 
 warnIfNoRedis("cluster-crossnode.test.ts")
@@ -20,8 +20,11 @@ const sid = () => `cx-${process.pid}-${++n}`
 const forwarded = (direction: "phone_to_binary" | "binary_to_phone") =>
   `pyrycode_relay_frames_forwarded_total{direction="${direction}"}`
 
-/** Dials a binary on `node` and waits until that node holds its claim (phones dialled elsewhere find it). */
-const holdOn = async (node: ClusterNode, serverId: string, options?: Parameters<typeof dialBinary>[2]) => {
+/**
+ * Dials one binary on `node` and returns it once that node counts it connected: it holds its
+ * claim (phones dialled elsewhere find it). One dial: a refused binary fails the wait.
+ */
+const dialHolder = async (node: ClusterNode, serverId: string, options?: Parameters<typeof dialBinary>[2]) => {
   const before = (await metricValue(node.metricsUrl, "pyrycode_relay_connected_binaries")) ?? 0
   const binary = await dialBinary(node.url, serverId, options)
   await eventually(async () => ((await metricValue(node.metricsUrl, "pyrycode_relay_connected_binaries")) ?? 0) > before)
@@ -35,19 +38,13 @@ const connIdOf = async (binary: Awaited<ReturnType<typeof dialBinary>>, index: n
 }
 
 describe.skipIf(redisServerBinary === undefined)("cluster: frames cross nodes", () => {
-  let redis: RedisServer
-  beforeAll(async () => {
-    redis = await startRedis()
-  })
-  afterAll(async () => {
-    await redis?.stop()
-  })
+  const redis = redisForSuite()
   afterEach(() => killTracked())
 
   it("phone on A, binary on B: frames both ways in order, byte-exact (text and binary opcodes), counted once by the writing node", async () => {
-    const [a, b] = await startNodes(2, redis.url)
+    const [a, b] = await startNodes(2, redis().url)
     const serverId = sid()
-    const binary = await holdOn(b!, serverId)
+    const binary = await dialHolder(b!, serverId)
     const phone = await dialPhone(a!.url, serverId)
     // Numbers and escapes a re-serialiser would change; one sent with the binary opcode.
     const sent = Array.from({ length: 60 }, (_, i) => `{"i":${i},"n":1.50e+2,"s":"\\u00e9\\/","pad":"${"x".repeat(i * 37)}"}`)
@@ -71,9 +68,9 @@ describe.skipIf(redisServerBinary === undefined)("cluster: frames cross nodes", 
   })
 
   it("a close directive crosses nodes after the frames before it; a phone elsewhere leaving on its own gives its binary the close notice", async () => {
-    const [a, b] = await startNodes(2, redis.url)
+    const [a, b] = await startNodes(2, redis().url)
     const serverId = sid()
-    const binary = await holdOn(b!, serverId)
+    const binary = await dialHolder(b!, serverId)
     const directed = await dialPhone(a!.url, serverId)
     const leaving = await dialPhone(a!.url, serverId)
     directed.send(`"d"`)
@@ -100,9 +97,9 @@ describe.skipIf(redisServerBinary === undefined)("cluster: frames cross nodes", 
   })
 
   it("reclaim on another node during grace: phones on every other node get 4404, counted once", async () => {
-    const [a, b, c] = await startNodes(3, redis.url, ["--grace-period", "30s"])
+    const [a, b, c] = await startNodes(3, redis().url, ["--grace-period", "30s"])
     const serverId = sid()
-    const binary = await holdOn(b!, serverId)
+    const binary = await dialHolder(b!, serverId)
     const onA = await dialPhone(a!.url, serverId)
     const onB = await dialPhone(b!.url, serverId)
     await eventually(async () => (await clusterSum([a!, b!], "pyrycode_relay_connected_phones")) === 2)
@@ -123,9 +120,9 @@ describe.skipIf(redisServerBinary === undefined)("cluster: frames cross nodes", 
   })
 
   it("grace expiry with phones on three nodes: each closed 1000; grace_expiries_total exactly once in the summed scrape", async () => {
-    const [a, b, c] = await startNodes(3, redis.url, ["--grace-period", "2s"])
+    const [a, b, c] = await startNodes(3, redis().url, ["--grace-period", "2s"])
     const serverId = sid()
-    const binary = await holdOn(a!, serverId)
+    const binary = await dialHolder(a!, serverId)
     const phones = [await dialPhone(a!.url, serverId), await dialPhone(b!.url, serverId), await dialPhone(c!.url, serverId)]
     await eventually(async () => (await clusterSum([a!, b!, c!], "pyrycode_relay_connected_phones")) === 3)
     binary.ws.terminate()
@@ -136,9 +133,9 @@ describe.skipIf(redisServerBinary === undefined)("cluster: frames cross nodes", 
   }, 20_000)
 
   it("the phone cap holds across nodes, exactly", async () => {
-    const [a, b, c] = await startNodes(3, redis.url, ["--max-phones-per-server", "3"])
+    const [a, b, c] = await startNodes(3, redis().url, ["--max-phones-per-server", "3"])
     const serverId = sid()
-    const binary = await holdOn(a!, serverId)
+    const binary = await dialHolder(a!, serverId)
     const phones = [await dialPhone(a!.url, serverId), await dialPhone(b!.url, serverId), await dialPhone(c!.url, serverId)]
     // Registration follows the upgrade: all three are in before the fourth dials.
     await eventually(async () => (await clusterSum([a!, b!, c!], "pyrycode_relay_connected_phones")) === 3)
@@ -153,9 +150,9 @@ describe.skipIf(redisServerBinary === undefined)("cluster: frames cross nodes", 
   })
 
   it("a stalled phone on A delays neither its sibling on A nor the binary on B; it alone is closed 1011 phone backlog full", async () => {
-    const [a, b] = await startNodes(2, redis.url, ["--phone-outbox-bytes", "400000", "--write-timeout", "60s"])
+    const [a, b] = await startNodes(2, redis().url, ["--phone-outbox-bytes", "400000", "--write-timeout", "60s"])
     const serverId = sid()
-    const binary = await holdOn(b!, serverId, { wsOptions: { perMessageDeflate: false } })
+    const binary = await dialHolder(b!, serverId, { wsOptions: { perMessageDeflate: false } })
     const stalled = await dialPhone(a!.url, serverId, { wsOptions: { perMessageDeflate: false } })
     const sibling = await dialPhone(a!.url, serverId)
     stalled.send(`"s"`)
@@ -180,9 +177,9 @@ describe.skipIf(redisServerBinary === undefined)("cluster: frames cross nodes", 
   }, 30_000)
 
   it("the binary on B stops reading: the flooding phone on A is closed 1011 binary backlog full, counted on B; the binary stays", async () => {
-    const [a, b] = await startNodes(2, redis.url, ["--phone-outbox-bytes", "400000", "--write-timeout", "60s"])
+    const [a, b] = await startNodes(2, redis().url, ["--phone-outbox-bytes", "400000", "--write-timeout", "60s"])
     const serverId = sid()
-    const binary = await holdOn(b!, serverId, { wsOptions: { perMessageDeflate: false } })
+    const binary = await dialHolder(b!, serverId, { wsOptions: { perMessageDeflate: false } })
     const phone = await dialPhone(a!.url, serverId, { wsOptions: { perMessageDeflate: false } })
     phone.send(`"hello"`)
     await binary.waitFor(1)
@@ -200,9 +197,9 @@ describe.skipIf(redisServerBinary === undefined)("cluster: frames cross nodes", 
   }, 30_000)
 
   it("fencing: the binary's node paused (SIGSTOP) past its lease while the binary moves; on SIGCONT no phone hears two binaries", async () => {
-    const [a, b, c] = await startNodes(3, redis.url, ["--lease-ttl", "3s", "--probe-timeout", "1s"])
+    const [a, b, c] = await startNodes(3, redis().url, ["--lease-ttl", "3s", "--probe-timeout", "1s"])
     const serverId = sid()
-    const stale = await holdOn(b!, serverId)
+    const stale = await dialHolder(b!, serverId)
     const early = await dialPhone(a!.url, serverId)
     early.send(`"early"`)
     const earlyId = await connIdOf(stale, 0)
@@ -242,15 +239,15 @@ describe.skipIf(redisServerBinary === undefined)("cluster: frames cross nodes", 
   }, 40_000)
 
   it("redis-server stalled: frames between nodes are dropped and counted redis_down; a pair on one node keeps working; after SIGCONT frames cross again", async () => {
-    const [a, b] = await startNodes(2, redis.url)
+    const [a, b] = await startNodes(2, redis().url)
     const serverId = sid()
-    const binary = await holdOn(b!, serverId)
+    const binary = await dialHolder(b!, serverId)
     const far = await dialPhone(a!.url, serverId)
     const near = await dialPhone(b!.url, serverId)
     far.send(`"far"`)
     near.send(`"near"`)
     await binary.waitFor(2)
-    redis.pause()
+    redis().pause()
     try {
       for (let i = 0; i < 5; i++) far.send(`{"lost":${i}}`)
       const redisDown = `pyrycode_relay_cluster_frames_dropped_total{reason="redis_down"}`
@@ -259,7 +256,7 @@ describe.skipIf(redisServerBinary === undefined)("cluster: frames cross nodes", 
       await binary.waitFor(3)
       expect(binary.messages.slice(2).map((m) => JSON.parse(m).frame)).toEqual(["still near"])
     } finally {
-      redis.resume()
+      redis().resume()
     }
     await eventually(async () => (await fetch(`${a!.httpUrl}/readyz`)).status === 200, 8_000)
     far.send(`"again"`)
@@ -268,9 +265,9 @@ describe.skipIf(redisServerBinary === undefined)("cluster: frames cross nodes", 
   }, 40_000)
 
   it("SIGTERM of the binary's node: the binary reclaims on another node, the phone on a third node gets 4404, counted once", async () => {
-    const [a, b, c] = await startNodes(3, redis.url, ["--grace-period", "30s"])
+    const [a, b, c] = await startNodes(3, redis().url, ["--grace-period", "30s"])
     const serverId = sid()
-    const binary = await holdOn(a!, serverId)
+    const binary = await dialHolder(a!, serverId)
     const phone = await dialPhone(c!.url, serverId)
     phone.send(`"before"`)
     await binary.waitFor(1)
@@ -284,10 +281,10 @@ describe.skipIf(redisServerBinary === undefined)("cluster: frames cross nodes", 
   }, 20_000)
 
   it("SIGTERM of one node under load: every frame that arrived arrived once and in order, its binaries reclaim elsewhere (never 4409), the other node's own pair never stops", async () => {
-    const [a, b] = await startNodes(2, redis.url, ["--grace-period", "30s"])
+    const [a, b] = await startNodes(2, redis().url, ["--grace-period", "30s"])
     // Four server-ids held on A, each with a phone on A and a phone on B; one pair wholly on B.
     const ids = [sid(), sid(), sid(), sid()]
-    const binaries = await Promise.all(ids.map((id) => holdOn(a!, id)))
+    const binaries = await Promise.all(ids.map((id) => dialHolder(a!, id)))
     // Each binary echoes every frame back to the phone it came from.
     for (const binary of binaries) {
       binary.ws.on("message", (data: Buffer) => {
@@ -297,7 +294,7 @@ describe.skipIf(redisServerBinary === undefined)("cluster: frames cross nodes", 
     }
     const phones = (await Promise.all(ids.flatMap((id) => [dialPhone(a!.url, id), dialPhone(b!.url, id)])))
     const ownId = sid()
-    const ownBinary = await holdOn(b!, ownId)
+    const ownBinary = await dialHolder(b!, ownId)
     const ownPhone = await dialPhone(b!.url, ownId)
     // Load: every phone sends a numbered frame every 2 ms until its socket closes.
     let sending = true
@@ -342,9 +339,9 @@ describe.skipIf(redisServerBinary === undefined)("cluster: frames cross nodes", 
   }, 40_000)
 
   it("kill -9 of a phone's node: within its lease the binary elsewhere gets the phone's close notice (1001) and its cap place is free again", async () => {
-    const [a, b, c] = await startNodes(3, redis.url, ["--lease-ttl", "3s", "--max-phones-per-server", "1"])
+    const [a, b, c] = await startNodes(3, redis().url, ["--lease-ttl", "3s", "--max-phones-per-server", "1"])
     const serverId = sid()
-    const binary = await holdOn(b!, serverId)
+    const binary = await dialHolder(b!, serverId)
     const doomed = await dialPhone(a!.url, serverId)
     doomed.send(`"here"`)
     const doomedId = await connIdOf(binary, 0)

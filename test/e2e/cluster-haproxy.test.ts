@@ -7,12 +7,12 @@
  * And in round-robin (CLUSTER.md §5): a binary and its phones land on different nodes, and every
  * pair still relays both ways, in order.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
+import { afterEach, describe, expect, it } from "vitest"
 import { clusterSum, startNodes } from "../support/ClusterNodes.ts"
 import { type HaProxy, haproxyBinary, startHaProxyByServerId, startHaProxyRoundRobin } from "../support/HaProxy.ts"
 import { dialBinary, dialPhone, envelopes, eventually, type Peer, sleep } from "../support/Peers.ts"
 import { metricValue } from "../support/ProxyClient.ts"
-import { type RedisServer, redisServerBinary, startRedis, warnIfNoRedis } from "../support/RedisServer.ts"
+import { redisForSuite, redisServerBinary, warnIfNoRedis } from "../support/RedisServer.ts"
 import { killTracked } from "../support/RelayProcess.ts"
 
 warnIfNoRedis("cluster-haproxy.test.ts")
@@ -34,21 +34,15 @@ const holdingBinary = async (url: string, serverId: string): Promise<Peer> => {
 }
 
 describe.skipIf(redisServerBinary === undefined || haproxyBinary === undefined)("three nodes behind HAProxy (hash on X-Pyrycode-Server)", () => {
-  let redis: RedisServer
   let haproxy: HaProxy | undefined
-  beforeAll(async () => {
-    redis = await startRedis()
-  })
-  afterAll(async () => {
-    await redis?.stop()
-  })
+  const redis = redisForSuite()
   afterEach(async () => {
     await haproxy?.stop()
     killTracked()
   })
 
   it("pairs relay through HAProxy on every node; a drained node's binaries return elsewhere and reclaim", async () => {
-    const nodes = await startNodes(3, redis.url, ["--grace-period", "30s"])
+    const nodes = await startNodes(3, redis().url, ["--grace-period", "30s"])
     haproxy = await startHaProxyByServerId(nodes.map((n) => n.port))
     const url = `ws://127.0.0.1:${haproxy.port}`
     const ids = Array.from({ length: 12 }, (_, i) => `hap-${process.pid}-${i}`)
@@ -92,7 +86,7 @@ describe.skipIf(redisServerBinary === undefined || haproxyBinary === undefined)(
   }, 60_000)
 
   it("round-robin: binaries and phones spread over the nodes, pairs crossing nodes relay both ways in order", async () => {
-    const nodes = await startNodes(3, redis.url)
+    const nodes = await startNodes(3, redis().url)
     haproxy = await startHaProxyRoundRobin(nodes.map((n) => n.port))
     const url = `ws://127.0.0.1:${haproxy.port}`
     const pairs: Array<{ binary: Peer; phones: Array<Peer> }> = []

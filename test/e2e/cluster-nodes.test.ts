@@ -4,11 +4,11 @@
  * node (the cross-node cases are test/e2e/cluster-crossnode.test.ts), the drain that hands claims to grace
  * before closing, and Redis trouble (a 10 s stall, an empty restart) survived without a restart.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
+import { afterEach, describe, expect, it } from "vitest"
 import { type ClusterNode, clusterSum, startNodes } from "../support/ClusterNodes.ts"
 import { closedWithin, dialBinary, dialPhone, envelopes, eventually, sleep, upgradeStatus } from "../support/Peers.ts"
 import { metricValue } from "../support/ProxyClient.ts"
-import { type RedisServer, redisServerBinary, startRedis, warnIfNoRedis } from "../support/RedisServer.ts"
+import { redisForSuite, redisServerBinary, warnIfNoRedis } from "../support/RedisServer.ts"
 import { killTracked } from "../support/RelayProcess.ts"
 
 warnIfNoRedis("cluster-nodes.test.ts")
@@ -28,8 +28,11 @@ const readyz = async (node: ClusterNode) => (await fetch(`${node.httpUrl}/readyz
 const accepted = async (node: ClusterNode) =>
   (await metricValue(node.metricsUrl, `pyrycode_relay_ws_upgrade_attempts_total{endpoint="server",outcome="accept"}`)) ?? 0
 
-/** Dials a binary on `node` until that node accepts it as the holder (a refused one dials again). */
-const holdOn = async (node: ClusterNode, serverId: string, timeoutMs: number) => {
+/**
+ * Dials binaries on `node` again and again until that node accepts one as the holder, within
+ * `timeoutMs` (one that is closed before it is accepted dials again).
+ */
+const redialUntilHeld = async (node: ClusterNode, serverId: string, timeoutMs: number) => {
   const deadline = Date.now() + timeoutMs
   while (Date.now() < deadline) {
     const before = await accepted(node)
@@ -43,17 +46,11 @@ const holdOn = async (node: ClusterNode, serverId: string, timeoutMs: number) =>
 }
 
 describe.skipIf(redisServerBinary === undefined)("cluster: several nodes on one Redis", () => {
-  let redis: RedisServer
-  beforeAll(async () => {
-    redis = await startRedis()
-  })
-  afterAll(async () => {
-    await redis?.stop()
-  })
+  const redis = redisForSuite()
   afterEach(() => killTracked())
 
   it("first claim wins across nodes: a second binary on another node gets 4409, counted there; the holder and its phones are untouched", async () => {
-    const [a, b] = await startNodes(2, redis.url)
+    const [a, b] = await startNodes(2, redis().url)
     const serverId = sid()
     const holder = await dialBinary(a!.url, serverId)
     const phone = await dialPhone(a!.url, serverId)
@@ -70,7 +67,7 @@ describe.skipIf(redisServerBinary === undefined)("cluster: several nodes on one 
   })
 
   it("a phone on a node other than its binary's is served, not refused; an unknown server-id is 4404 on any node", async () => {
-    const [a, b] = await startNodes(2, redis.url)
+    const [a, b] = await startNodes(2, redis().url)
     const serverId = sid()
     const binary = await dialBinary(a!.url, serverId)
     await eventually(async () => (await clusterSum([a!], "pyrycode_relay_connected_binaries")) === 1)
@@ -86,7 +83,7 @@ describe.skipIf(redisServerBinary === undefined)("cluster: several nodes on one 
   })
 
   it("SIGTERM of a node hands its claims to grace before closing: the binary reconnecting on another node reclaims, counted once", async () => {
-    const [a, b] = await startNodes(2, redis.url, ["--grace-period", "30s"])
+    const [a, b] = await startNodes(2, redis().url, ["--grace-period", "30s"])
     const serverId = sid()
     const binary = await dialBinary(a!.url, serverId)
     const phone = await dialPhone(a!.url, serverId)
@@ -107,14 +104,14 @@ describe.skipIf(redisServerBinary === undefined)("cluster: several nodes on one 
   })
 
   it("kill -9 of the holder's node: a binary reconnecting on another node takes over within ~2 s (nobody on that node's inbox), never stuck on 4409", async () => {
-    const [a, b] = await startNodes(2, redis.url)
+    const [a, b] = await startNodes(2, redis().url)
     const serverId = sid()
     const binary = await dialBinary(a!.url, serverId)
     await eventually(async () => (await clusterSum([a!], "pyrycode_relay_connected_binaries")) === 1)
     a!.child.kill("SIGKILL")
     await binary.closed
     const killed = Date.now()
-    const returned = await holdOn(b!, serverId, 6_000)
+    const returned = await redialUntilHeld(b!, serverId, 6_000)
     // Nobody on a's inbox for the reconnect allowance (2 s) while its lease still runs: gone.
     expect(Date.now() - killed).toBeLessThan(4_000)
     expect(await metricValue(b!.metricsUrl, "pyrycode_relay_takeovers_total")).toBe(1)
@@ -127,13 +124,13 @@ describe.skipIf(redisServerBinary === undefined)("cluster: several nodes on one 
   }, 20_000)
 
   it("the probe goes through the holder's node: a silent incumbent on A loses to a newcomer on B after --probe-timeout; A closes it 1011 and its phone 4404", async () => {
-    const [a, b] = await startNodes(2, redis.url, ["--probe-timeout", "1s"])
+    const [a, b] = await startNodes(2, redis().url, ["--probe-timeout", "1s"])
     const serverId = sid()
     const silent = await dialBinary(a!.url, serverId, { wsOptions: { autoPong: false } })
     const phone = await dialPhone(a!.url, serverId)
     await eventually(async () => (await clusterSum([a!], "pyrycode_relay_connected_phones")) === 1)
     const started = Date.now()
-    const newcomer = await holdOn(b!, serverId, 5_000)
+    const newcomer = await redialUntilHeld(b!, serverId, 5_000)
     // The holder's node pings for its share of the probe timeout (half of 1 s here).
     expect(Date.now() - started).toBeGreaterThanOrEqual(450)
     expect(await closedWithin(silent)).toEqual({ code: 1011, reason: "heartbeat timeout" })
@@ -146,7 +143,7 @@ describe.skipIf(redisServerBinary === undefined)("cluster: several nodes on one 
   }, 20_000)
 
   it("kill -9 of a node: within its lease its server-ids enter grace; unclaimed, the grace expires once in the cluster and its phones elsewhere get 1000", async () => {
-    const [a, b, c] = await startNodes(3, redis.url, ["--lease-ttl", "3s", "--grace-period", "2s"])
+    const [a, b, c] = await startNodes(3, redis().url, ["--lease-ttl", "3s", "--grace-period", "2s"])
     const serverId = sid()
     const binary = await dialBinary(a!.url, serverId)
     await eventually(async () => (await clusterSum([a!], "pyrycode_relay_connected_binaries")) === 1)
@@ -156,7 +153,7 @@ describe.skipIf(redisServerBinary === undefined)("cluster: several nodes on one 
     await binary.closed
     const killed = Date.now()
     // Reaped within the lease (+ one reaper pass): the slot is in grace, held by nobody alive…
-    await eventually(async () => (await redis.command("HGET", `${a!.prefix}:srv:{${serverId}}`, "state")).includes("grace"), 6_000)
+    await eventually(async () => (await redis().command("HGET", `${a!.prefix}:srv:{${serverId}}`, "state")).includes("grace"), 6_000)
     expect(Date.now() - killed).toBeLessThan(3_000 + 1_000 + 1_500)
     expect(b!.logs.concat(c!.logs).some((l) => l.includes(`"server released"`) && l.includes(`"node-a"`))).toBe(true)
     // …and expired after the grace, counted exactly once in the summed scrape of the survivors.
@@ -170,7 +167,7 @@ describe.skipIf(redisServerBinary === undefined)("cluster: several nodes on one 
   }, 30_000)
 
   it("a binary reclaiming on another node during grace: the old node's phones get 4404 within a second or two, not at its deadline", async () => {
-    const [a, b] = await startNodes(2, redis.url, ["--grace-period", "30s"])
+    const [a, b] = await startNodes(2, redis().url, ["--grace-period", "30s"])
     const serverId = sid()
     const binary = await dialBinary(a!.url, serverId)
     const phone = await dialPhone(a!.url, serverId)
@@ -187,7 +184,7 @@ describe.skipIf(redisServerBinary === undefined)("cluster: several nodes on one 
   })
 
   it("fencing: a node paused (SIGSTOP) whose server-id was taken meanwhile closes its stale binary 1011 and phone 4404 on SIGCONT", async () => {
-    const [a, b] = await startNodes(2, redis.url, ["--lease-ttl", "3s", "--probe-timeout", "1s"])
+    const [a, b] = await startNodes(2, redis().url, ["--lease-ttl", "3s", "--probe-timeout", "1s"])
     const serverId = sid()
     const stale = await dialBinary(a!.url, serverId)
     const stalePhone = await dialPhone(a!.url, serverId)
@@ -195,7 +192,7 @@ describe.skipIf(redisServerBinary === undefined)("cluster: several nodes on one 
     a!.child.kill("SIGSTOP")
     try {
       // The binary's daemon, cut off, dials the other node: a's node cannot answer the probe.
-      const holder = await holdOn(b!, serverId, 8_000)
+      const holder = await redialUntilHeld(b!, serverId, 8_000)
       expect(await clusterSum([b!], "pyrycode_relay_takeovers_total") + await clusterSum([b!], "pyrycode_relay_grace_reclaims_total")).toBe(1)
       // Past the lease too: a learns it both from the plane and from its renewal.
       await sleep(3_500)
@@ -214,7 +211,7 @@ describe.skipIf(redisServerBinary === undefined)("cluster: several nodes on one 
   }, 30_000)
 
   it("the per-IP upgrade rate limit is one bucket for the whole cluster: a burst spent on A is spent on B", async () => {
-    const [a, b] = await startNodes(2, redis.url, ["--rate-limit-burst", "3", "--rate-limit-refill", "2s"])
+    const [a, b] = await startNodes(2, redis().url, ["--rate-limit-burst", "3", "--rate-limit-refill", "2s"])
     const phone = { "X-Pyrycode-Server": sid(), "X-Pyrycode-Token": "t", "User-Agent": "t" }
     for (let i = 0; i < 3; i++) expect(await statusOf(`${a!.url}/v1/client`, phone)).toBe(101)
     expect(await statusOf(`${b!.url}/v1/client`, phone)).toBe(429)
@@ -227,14 +224,14 @@ describe.skipIf(redisServerBinary === undefined)("cluster: several nodes on one 
   })
 
   it("redis-server stalled 10 s (SIGSTOP): same-node pairs keep working, new upgrades get 503; after SIGCONT everything resumes without a restart", async () => {
-    const [a] = await startNodes(1, redis.url)
+    const [a] = await startNodes(1, redis().url)
     const serverId = sid()
     const binary = await dialBinary(a!.url, serverId)
     const phone = await dialPhone(a!.url, serverId)
     phone.send(`"before"`)
     await binary.waitFor(1)
     const connId = envelopes(binary)[0]!.conn_id as string
-    redis.pause()
+    redis().pause()
     try {
       await eventually(async () => (await readyz(a!)) === 503, 5_000)
       for (let i = 0; i < 20; i++) phone.send(`{"during":${i}}`)
@@ -251,7 +248,7 @@ describe.skipIf(redisServerBinary === undefined)("cluster: several nodes on one 
       phone.send(`"still"`)
       await binary.waitFor(22)
     } finally {
-      redis.resume()
+      redis().resume()
     }
     await eventually(async () => (await readyz(a!)) === 200, 6_000)
     const other = await dialBinary(a!.url, sid())
@@ -260,14 +257,14 @@ describe.skipIf(redisServerBinary === undefined)("cluster: several nodes on one 
   }, 40_000)
 
   it("redis-server restarted empty: every node re-asserts what it holds (its phones of other nodes' claims too); a second claim still gets 4409 and phones still count", async () => {
-    const [a, b] = await startNodes(2, redis.url, ["--lease-ttl", "3s"])
+    const [a, b] = await startNodes(2, redis().url, ["--lease-ttl", "3s"])
     const serverId = sid()
     const binary = await dialBinary(a!.url, serverId)
     await eventually(async () => (await clusterSum([a!], "pyrycode_relay_connected_binaries")) === 1)
     const phones = await Promise.all(Array.from({ length: 15 }, () => dialPhone(a!.url, serverId)))
     phones.push(await dialPhone(b!.url, serverId))
     await eventually(async () => (await clusterSum([a!, b!], "pyrycode_relay_connected_phones")) === 16)
-    await redis.restartEmpty()
+    await redis().restartEmpty()
     // Each node finds its lease gone at once (a reconnect renews it) and states its claims…
     await eventually(async () => a!.logs.some((l) => l.includes(`"node lease lapsed"`)), 5_000)
     await eventually(async () => (await readyz(a!)) === 200 && (await readyz(b!)) === 200, 5_000)

@@ -4,30 +4,23 @@
  * batch after publishing it, in the same turn, goes with it (`src/cluster/Plane.ts`) — and read
  * once.
  */
-import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
+import { assert, describe, it } from "@effect/vitest"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import * as Redacted from "effect/Redacted"
 import { makeClusterRedis } from "../../src/cluster/ClusterRedis.ts"
 import { isolated } from "../support/Core.ts"
-import { type RedisServer, redisServerBinary, startRedis, warnIfNoRedis } from "../support/RedisServer.ts"
+import { redisForSuite, redisServerBinary, warnIfNoRedis } from "../support/RedisServer.ts"
 
 warnIfNoRedis("cluster-publish.test.ts")
 
-let redis: RedisServer
-
 describe.skipIf(redisServerBinary === undefined)("PUBLISH through the relay's Redis connection", () => {
-  beforeAll(async () => {
-    redis = await startRedis()
-  })
-  afterAll(async () => {
-    await redis?.stop()
-  })
+  const redis = redisForSuite()
 
   it("the payload is read when the command is written: what is added in the same turn goes with it, read once", () =>
     Effect.runPromise(isolated(Effect.scoped(Effect.gen(function*() {
-      const connection = yield* makeClusterRedis({ url: Redacted.make(redis.url) })
+      const connection = yield* makeClusterRedis({ url: Redacted.make(redis().url) })
       const received = yield* Deferred.make<Buffer>()
       yield* connection.subscribe("lazy", (payload) => Deferred.doneUnsafe(received, Effect.succeed(Buffer.from(payload))))
       const parts = [Buffer.from("first;")]

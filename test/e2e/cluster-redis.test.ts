@@ -4,10 +4,10 @@
  * while it does not answer and recover without a restart, the cluster series exist from boot,
  * and the URL's password is never written anywhere.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
+import { afterEach, describe, expect, it } from "vitest"
 import { dialBinary, dialPhone, eventually, sleep, upgradeStatus } from "../support/Peers.ts"
 import { metricValue } from "../support/ProxyClient.ts"
-import { type RedisServer, redisServerBinary, startRedis, warnIfNoRedis } from "../support/RedisServer.ts"
+import { redisForSuite, redisServerBinary, warnIfNoRedis } from "../support/RedisServer.ts"
 import { freePort, killTracked, startTrackedRelay } from "../support/RelayProcess.ts"
 
 warnIfNoRedis("cluster-redis.test.ts")
@@ -22,17 +22,11 @@ const readyz = async (httpUrl: string) => {
 const binaryHeaders = (id: string) => ({ "X-Pyrycode-Server": id, "X-Pyrycode-Version": "1", "User-Agent": "t" })
 
 describe.skipIf(redisServerBinary === undefined)("cluster mode: the Redis connection", () => {
-  let redis: RedisServer
-  beforeAll(async () => {
-    redis = await startRedis({ password: PASSWORD })
-  })
-  afterAll(async () => {
-    await redis?.stop()
-  })
+  const redis = redisForSuite({ password: PASSWORD })
   afterEach(() => killTracked())
 
   it("boots ready with Redis up: node_id in /healthz, every cluster series at 0, no password anywhere", async () => {
-    const relay = await startTrackedRelay(["--cluster-redis", redis.url, "--node-id", "node-a"])
+    const relay = await startTrackedRelay(["--cluster-redis", redis().url, "--node-id", "node-a"])
     expect(await readyz(relay.httpUrl)).toEqual({ status: 200, body: { status: "ready" } })
     const health = await (await fetch(`${relay.httpUrl}/healthz`)).json() as Record<string, unknown>
     expect(Object.keys(health)).toEqual([
@@ -59,7 +53,7 @@ describe.skipIf(redisServerBinary === undefined)("cluster mode: the Redis connec
     const started = relay.logs.find((l) => l.includes("relay started"))!
     const line = JSON.parse(started) as Record<string, unknown>
     expect(line.node_id).toBe("node-a")
-    expect(line.cluster_redis).toBe(`redis://default:***@127.0.0.1:${redis.port}`)
+    expect(line.cluster_redis).toBe(`redis://default:***@127.0.0.1:${redis().port}`)
     expect(line.cluster_prefix).toBe("pyrycode-relay")
     expect(line.lease_ttl).toBe("15s")
 
@@ -75,7 +69,7 @@ describe.skipIf(redisServerBinary === undefined)("cluster mode: the Redis connec
   })
 
   it("a random 12-hex node id when none is given", async () => {
-    const relay = await startTrackedRelay(["--cluster-redis", redis.url])
+    const relay = await startTrackedRelay(["--cluster-redis", redis().url])
     const health = await (await fetch(`${relay.httpUrl}/healthz`)).json() as Record<string, unknown>
     expect(health.node_id).toMatch(/^[0-9a-f]{12}$/)
   })
@@ -112,9 +106,9 @@ describe.skipIf(redisServerBinary === undefined)("cluster mode: the Redis connec
   }, 40_000)
 
   it("redis-server stopped (SIGSTOP): /readyz 503 within a few seconds, upgrades 503; SIGCONT: ready again", async () => {
-    const relay = await startTrackedRelay(["--cluster-redis", redis.url])
+    const relay = await startTrackedRelay(["--cluster-redis", redis().url])
     expect((await readyz(relay.httpUrl)).status).toBe(200)
-    redis.pause()
+    redis().pause()
     try {
       const paused = Date.now()
       await eventually(async () => (await readyz(relay.httpUrl)).status === 503, 6_000)
@@ -126,7 +120,7 @@ describe.skipIf(redisServerBinary === undefined)("cluster mode: the Redis connec
       })).toBe(503)
       expect(await metricValue(relay.metricsUrl, "pyrycode_relay_cluster_redis_up")).toBe(0)
     } finally {
-      redis.resume()
+      redis().resume()
     }
     await eventually(async () => (await readyz(relay.httpUrl)).status === 200, 6_000)
     expect(await metricValue(relay.metricsUrl, `pyrycode_relay_cluster_redis_errors_total{op="health"}`)).toBeGreaterThan(0)
@@ -134,7 +128,7 @@ describe.skipIf(redisServerBinary === undefined)("cluster mode: the Redis connec
 
   it("a wrong password: never ready, never exits, never logs either password", async () => {
     const wrong = "WRONG-pw-19a2"
-    const relay = await startTrackedRelay(["--cluster-redis", `redis://default:${wrong}@127.0.0.1:${redis.port}`])
+    const relay = await startTrackedRelay(["--cluster-redis", `redis://default:${wrong}@127.0.0.1:${redis().port}`])
     await sleep(1_500)
     expect((await readyz(relay.httpUrl)).status).toBe(503)
     expect(relay.child.exitCode).toBeNull()

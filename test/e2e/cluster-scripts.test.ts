@@ -4,7 +4,7 @@
  * the epoch, the cluster-wide cap, the late guard, and the lease. The unit tests' in-memory store
  * (test/support/MemoryOwnership.ts) claims these semantics; this file holds Redis to them.
  */
-import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
+import { assert, describe, it } from "@effect/vitest"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -13,37 +13,31 @@ import { makeClusterRedis } from "../../src/cluster/ClusterRedis.ts"
 import { clusterKeys } from "../../src/cluster/Keys.ts"
 import { type OwnershipStore, redisOwnership } from "../../src/cluster/Ownership.ts"
 import { isolated } from "../support/Core.ts"
-import { type RedisServer, redisServerBinary, startRedis, warnIfNoRedis } from "../support/RedisServer.ts"
+import { redisForSuite, redisServerBinary, warnIfNoRedis } from "../support/RedisServer.ts"
 
 warnIfNoRedis("cluster-scripts.test.ts")
 
-let redis: RedisServer
 let prefixes = 0
-
-/** Two nodes' stores over one connection, under a fresh prefix. */
-const nodes = Effect.gen(function*() {
-  const connection = yield* makeClusterRedis({ url: Redacted.make(redis.url) })
-  const keys = clusterKeys(`scripts-${++prefixes}`)
-  return {
-    keys,
-    a: redisOwnership(connection, keys, "a", "token-a"),
-    b: redisOwnership(connection, keys, "b", "token-b"),
-    connection
-  }
-})
 
 const run = <A, E>(effect: Effect.Effect<A, E, import("effect/Scope").Scope>) =>
   Effect.runPromise(isolated(Effect.scoped(effect)))
 
-const hget = async (key: string, field: string) => (await redis.command("HGET", key, field)).split("\r\n")[1]
-
 describe.skipIf(redisServerBinary === undefined)("ownership scripts on a real Redis", () => {
-  beforeAll(async () => {
-    redis = await startRedis()
+  const redis = redisForSuite()
+
+  /** Two nodes' stores over one connection, under a fresh prefix. */
+  const nodes = Effect.gen(function*() {
+    const connection = yield* makeClusterRedis({ url: Redacted.make(redis().url) })
+    const keys = clusterKeys(`scripts-${++prefixes}`)
+    return {
+      keys,
+      a: redisOwnership(connection, keys, "a", "token-a"),
+      b: redisOwnership(connection, keys, "b", "token-b"),
+      connection
+    }
   })
-  afterAll(async () => {
-    await redis?.stop()
-  })
+
+  const hget = async (key: string, field: string) => (await redis().command("HGET", key, field)).split("\r\n")[1]
 
   it("claim: first wins, a live holder is a conflict, a grace is reclaimed with its phones", () =>
     run(Effect.gen(function*() {
@@ -78,7 +72,7 @@ describe.skipIf(redisServerBinary === undefined)("ownership scripts on a real Re
       const early = yield* a.expire("g", epoch)
       assert.strictEqual(early._tag, "NotDue")
       if (early._tag === "NotDue") assert.isTrue(early.millis > 0 && early.millis <= 300)
-      const ttl = Number((yield* Effect.promise(() => redis.command("PTTL", keys.server("g")))).slice(1))
+      const ttl = Number((yield* Effect.promise(() => redis().command("PTTL", keys.server("g")))).slice(1))
       assert.isTrue(ttl > 300 && ttl <= 300 + 10 * 60_000)
       yield* Effect.sleep("350 millis")
       // Two nodes race the expiry: exactly one is told `expired`.
@@ -120,7 +114,7 @@ describe.skipIf(redisServerBinary === undefined)("ownership scripts on a real Re
       const claim = yield* a.claim("r")
       const epoch = claim._tag === "Claimed" ? claim.epoch : ""
       assert.strictEqual((yield* a.assert("r", epoch, "live", Duration.zero, []))._tag, "Held")
-      yield* Effect.promise(() => redis.command("DEL", keys.server("r"), keys.phones("r")))
+      yield* Effect.promise(() => redis().command("DEL", keys.server("r"), keys.phones("r")))
       assert.strictEqual((yield* a.assert("r", epoch, "grace", Duration.seconds(5), ["client-r-1"]))._tag, "Restored")
       const restored = yield* a.holder("r")
       assert.deepStrictEqual(restored, { state: "grace", node: "a", epoch })

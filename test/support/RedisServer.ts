@@ -5,6 +5,7 @@
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process"
 import * as Net from "node:net"
+import { afterAll, beforeAll } from "vitest"
 import { freePort } from "./RelayProcess.ts"
 
 /** The redis-server binary on PATH or where Debian puts it, or undefined. */
@@ -98,5 +99,23 @@ export const startRedis = async (options: { readonly password?: string } = {}): 
     kill,
     start,
     stop: kill
+  }
+}
+
+/**
+ * A `redis-server` for the calling `describe` block: started before its first test, stopped after
+ * its last. Call the returned function inside tests and hooks for the running server.
+ */
+export const redisForSuite = (options: { readonly password?: string } = {}): (() => RedisServer) => {
+  let redis: RedisServer | undefined
+  beforeAll(async () => {
+    redis = await startRedis(options)
+  })
+  afterAll(async () => {
+    await redis?.stop()
+  })
+  return () => {
+    if (redis === undefined) throw new Error("redis-server is not running (used outside the suite's tests?)")
+    return redis
   }
 }

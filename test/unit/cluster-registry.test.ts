@@ -12,6 +12,7 @@ import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import { TestClock } from "effect/testing"
 import { type ClusterRegistryShape, makeClusterRegistry } from "../../src/cluster/ClusterRegistry.ts"
+import type { OwnershipStore } from "../../src/cluster/Ownership.ts"
 import * as CloseCodes from "../../src/domain/CloseCodes.ts"
 import * as Metrics from "../../src/observability/Metrics.ts"
 import { binaryHandle, count, isolated, phoneHandle, settle } from "../support/Core.ts"
@@ -24,8 +25,13 @@ const CAP = 3
 
 const PROBE = Duration.seconds(10)
 
-/** A node on the shared fake Redis, reachable through `planes` (one set per test). */
-const node = (redis: MemoryRedis, nodeId = "a", planes: MemoryPlanes = makeMemoryPlanes()) =>
+/** A node on the shared fake Redis, reachable through `planes` (one set per test); `wrap` may stand between it and Redis. */
+const node = (
+  redis: MemoryRedis,
+  nodeId = "a",
+  planes: MemoryPlanes = makeMemoryPlanes(),
+  wrap: (store: OwnershipStore) => OwnershipStore = (store) => store
+) =>
   Effect.gen(function*() {
     let registry: ClusterRegistryShape | undefined
     const plane = planes.planeFor(nodeId, () => registry?.planeHandlers)
@@ -33,7 +39,7 @@ const node = (redis: MemoryRedis, nodeId = "a", planes: MemoryPlanes = makeMemor
       gracePeriod: GRACE,
       maxPhonesPerServer: CAP,
       scope: yield* Effect.scope,
-      store: memoryOwnership(redis, nodeId),
+      store: wrap(memoryOwnership(redis, nodeId)),
       plane,
       probeTimeout: PROBE
     })
@@ -58,16 +64,28 @@ const registered = (registry: Node, serverId: string) =>
     return { handle, conn }
   })
 
+/** A binary holding `serverId` on `registry`, with one phone. */
+const pair = (registry: Node, serverId: string) =>
+  Effect.gen(function*() {
+    const binary = yield* claimed(registry, serverId)
+    const phone = yield* registered(registry, serverId)
+    return { binary, phone }
+  })
+
+/** One node on a fresh fake Redis, its binary holding `s` with one phone: where most cases start. */
+const pairOnOneNode = Effect.gen(function*() {
+  const redis = makeMemoryRedis()
+  const registry = yield* node(redis)
+  return { redis, registry, ...(yield* pair(registry, "s")) }
+})
+
 const failureTag = <A, E extends { readonly _tag: string }>(exit: Exit.Exit<A, E>) =>
   Exit.isFailure(exit) ? exit.cause.reasons.find((r) => r._tag === "Fail")?.error._tag : undefined
 
 describe("cluster grace (CLUSTER.md §2.4)", () => {
   it.effect("expires at the grace period, not before: phones 1000, one expiry, the slot gone from Redis", () =>
     isolated(Effect.gen(function*() {
-      const redis = makeMemoryRedis()
-      const registry = yield* node(redis)
-      const a = yield* claimed(registry, "s")
-      const p = yield* registered(registry, "s")
+      const { redis, registry, binary: a, phone: p } = yield* pairOnOneNode
       assert.deepStrictEqual([...redis.phones.get("s")!.keys()], [p.handle.connId])
       yield* registry.release(a.handle)
       assert.strictEqual(redis.slots.get("s")?.state, "grace")
@@ -88,10 +106,7 @@ describe("cluster grace (CLUSTER.md §2.4)", () => {
 
   it.effect("when Redis's clock says the grace is not due yet, asks again exactly when it is", () =>
     isolated(Effect.gen(function*() {
-      const redis = makeMemoryRedis()
-      const registry = yield* node(redis)
-      const a = yield* claimed(registry, "s")
-      const p = yield* registered(registry, "s")
+      const { redis, registry, binary: a, phone: p } = yield* pairOnOneNode
       // The release reaches Redis 2 s after this node's timer started (as if Redis had been
       // slow): Redis's deadline lands 2 s after the timer fires.
       redis.skewMillis = 2_000
@@ -109,10 +124,7 @@ describe("cluster grace (CLUSTER.md §2.4)", () => {
 
   it.effect("while Redis does not answer, the grace waits (phones stay, nothing counted) and expires at the first answer", () =>
     isolated(Effect.gen(function*() {
-      const redis = makeMemoryRedis()
-      const registry = yield* node(redis)
-      const a = yield* claimed(registry, "s")
-      const p = yield* registered(registry, "s")
+      const { redis, registry, binary: a, phone: p } = yield* pairOnOneNode
       yield* registry.release(a.handle)
       redis.down = true
       yield* TestClock.adjust("30 seconds")
@@ -132,8 +144,7 @@ describe("cluster grace (CLUSTER.md §2.4)", () => {
       const redis = makeMemoryRedis()
       const a = yield* node(redis, "a")
       const b = yield* node(redis, "b")
-      const binary = yield* claimed(a, "s")
-      const p = yield* registered(a, "s")
+      const { binary, phone: p } = yield* pair(a, "s")
       yield* a.release(binary.handle)
       yield* claimed(b, "s", "Reclaimed")
       assert.strictEqual(yield* count(Metrics.graceReclaims), 1)
@@ -146,10 +157,7 @@ describe("cluster grace (CLUSTER.md §2.4)", () => {
 
   it.effect("reclaimed on this node: the grace is cancelled in Redis and here, never expired", () =>
     isolated(Effect.gen(function*() {
-      const redis = makeMemoryRedis()
-      const registry = yield* node(redis)
-      const first = yield* claimed(registry, "s")
-      const p = yield* registered(registry, "s")
+      const { redis, registry, binary: first, phone: p } = yield* pairOnOneNode
       yield* registry.release(first.handle)
       const epoch = redis.slots.get("s")!.epoch
       const second = yield* claimed(registry, "s", "Reclaimed")
@@ -252,8 +260,7 @@ describe("cluster claims and phones", () => {
       const planes = makeMemoryPlanes()
       const a = yield* node(redis, "a", planes)
       const b = yield* node(redis, "b", planes)
-      const first = yield* claimed(a, "s")
-      const p = yield* registered(a, "s")
+      const { binary: first, phone: p } = yield* pair(a, "s")
       yield* a.release(first.handle)
       yield* claimed(b, "s", "Reclaimed")
       yield* planes.deliver
@@ -305,12 +312,42 @@ describe("cluster claims and phones", () => {
       assert.strictEqual(phones.size, 3)
     })))
 
-  it.effect("a phone's unregistration leaves Redis too", () =>
+  it.effect("a conn_id another node's phone already has is drawn again, for this node's claims and others'; three clashes in a row refuse the phone", () =>
     isolated(Effect.gen(function*() {
       const redis = makeMemoryRedis()
-      const registry = yield* node(redis)
-      yield* claimed(registry, "s")
-      const p = yield* registered(registry, "s")
+      const planes = makeMemoryPlanes()
+      const drawn: Array<string> = []
+      /** How many of the next registrations Redis answers `duplicate`. */
+      let clashes = 0
+      const a = yield* node(redis, "a", planes, (store) => ({
+        ...store,
+        register: (serverId, connId, cap, expected, live) => {
+          drawn.push(connId)
+          if (clashes === 0) return store.register(serverId, connId, cap, expected, live)
+          clashes--
+          return Effect.succeed({ _tag: "Duplicate" })
+        }
+      }))
+      const b = yield* node(redis, "b", planes)
+      yield* claimed(a, "here")
+      yield* claimed(b, "there")
+      for (const serverId of ["here", "there"]) {
+        drawn.length = 0
+        clashes = 2
+        const phone = yield* registered(a, serverId)
+        assert.strictEqual(new Set(drawn).size, 3)
+        assert.strictEqual(phone.handle.connId, drawn[2])
+        assert.isTrue(redis.phones.get(serverId)!.has(drawn[2]!))
+        clashes = 3
+        const refused = yield* Effect.exit(registered(a, serverId))
+        const error = Exit.isFailure(refused) ? refused.cause.reasons.find((r) => r._tag === "Fail")?.error : undefined
+        assert.deepStrictEqual(error?._tag === "RegistryUnavailable" ? error.reason : error?._tag, "conn_id clash")
+      }
+    })))
+
+  it.effect("a phone's unregistration leaves Redis too", () =>
+    isolated(Effect.gen(function*() {
+      const { redis, registry, phone: p } = yield* pairOnOneNode
       yield* registry.unregisterPhone(p.handle)
       assert.strictEqual(redis.phones.get("s")?.size, 0)
     })))
@@ -319,10 +356,7 @@ describe("cluster claims and phones", () => {
 describe("claims checked after a lapse (CLUSTER.md §2.7, §2.8)", () => {
   it.effect("a claim Redis lost (empty restart) is restored with its epoch and phones", () =>
     isolated(Effect.gen(function*() {
-      const redis = makeMemoryRedis()
-      const registry = yield* node(redis)
-      yield* claimed(registry, "s")
-      const p = yield* registered(registry, "s")
+      const { redis, registry, phone: p } = yield* pairOnOneNode
       const epoch = redis.slots.get("s")!.epoch
       redis.slots.clear()
       redis.phones.clear()
@@ -334,10 +368,7 @@ describe("claims checked after a lapse (CLUSTER.md §2.7, §2.8)", () => {
 
   it.effect("a claim a newer one replaced: the stale binary is closed 1011 and its phones 4404, nothing counted", () =>
     isolated(Effect.gen(function*() {
-      const redis = makeMemoryRedis()
-      const registry = yield* node(redis, "a")
-      const binary = yield* claimed(registry, "s")
-      const p = yield* registered(registry, "s")
+      const { redis, registry, binary, phone: p } = yield* pairOnOneNode
       redis.slots.set("s", { state: "live", node: "b", epoch: `${BigInt(redis.slots.get("s")!.epoch) + 1n}`, deadline: undefined })
       yield* registry.checkClaims
       yield* settle

@@ -4,11 +4,11 @@
  * the claim check once, and a node id held by another process is never shared.
  */
 import { assert, describe, it } from "@effect/vitest"
-import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import { TestClock } from "effect/testing"
 import { keepLease } from "../../src/cluster/NodeLease.ts"
+import { makeSignal } from "../../src/cluster/Signal.ts"
 import { isolated } from "../support/Core.ts"
 import { makeMemoryRedis, memoryOwnership } from "../support/MemoryOwnership.ts"
 
@@ -20,18 +20,16 @@ const lease = (options: { readonly redis?: ReturnType<typeof makeMemoryRedis>; r
     const store = memoryOwnership(redis, "a", options.token)
     let lapses = 0
     let generation = 0
-    let changed = Deferred.makeUnsafe<void>()
+    const changed = makeSignal()
     /** The Redis connection starts afresh (a reconnect). */
     const reconnect = () => {
       generation++
-      const was = changed
-      changed = Deferred.makeUnsafe<void>()
-      Deferred.doneUnsafe(was, Effect.void)
+      changed.fire()
     }
     const held = yield* keepLease({
       ttl: TTL,
       generation: () => generation,
-      nextGeneration: Effect.suspend(() => Deferred.await(changed)),
+      nextGeneration: changed.next,
       lease: store.lease,
       resign: store.resign,
       onLapsed: Effect.sync(() => {
