@@ -5,7 +5,7 @@
 import * as Net from "node:net"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { type RelayProcess, startRelay } from "../support/RelayProcess.ts"
-import { dialBinary, dialPhone, envelopes, eventually, sleep } from "../support/Peers.ts"
+import { dialBinary, dialPhone, envelopes, eventually, phonesRegistered, sleep } from "../support/Peers.ts"
 
 let relay: RelayProcess
 let n = 0
@@ -31,6 +31,7 @@ describe("conflict probe", () => {
     const serverId = sid()
     const incumbent = await dialBinary(relay.url, serverId, { wsOptions: silent })
     const phone = await dialPhone(relay.url, serverId)
+    await phonesRegistered(relay, serverId)
     const started = Date.now()
     const newcomer = await dialBinary(relay.url, serverId)
     expect(await incumbent.closed).toEqual({ code: 1011, reason: "heartbeat timeout" })

@@ -3,7 +3,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { type RelayProcess, startRelay } from "../support/RelayProcess.ts"
-import { dialBinary, dialPhone, envelopes, eventually, sleep, upgradeStatus } from "../support/Peers.ts"
+import { dialBinary, dialPhone, envelopes, eventually, phonesRegistered, sleep, upgradeStatus } from "../support/Peers.ts"
 
 let relay: RelayProcess
 let n = 0
@@ -96,9 +96,11 @@ describe("claims", () => {
     const serverId = sid()
     const first = await dialBinary(relay.url, serverId)
     const phone = await dialPhone(relay.url, serverId)
+    await phonesRegistered(relay, serverId)
     first.ws.terminate()
     await sleep(100)
     const lateJoiner = await dialPhone(relay.url, serverId) // phones may register during grace
+    await phonesRegistered(relay, serverId, 2)
     const second = await dialBinary(relay.url, serverId)
     expect(await phone.closed).toEqual({ code: 4404, reason: "binary reclaimed server-id" })
     expect(await lateJoiner.closed).toEqual({ code: 4404, reason: "binary reclaimed server-id" })
@@ -131,6 +133,7 @@ describe("claims", () => {
     const serverId = sid()
     const binary = await dialBinary(relay.url, serverId)
     const phone = await dialPhone(relay.url, serverId)
+    await phonesRegistered(relay, serverId)
     binary.ws.terminate()
     await sleep(100)
     phone.send("1")

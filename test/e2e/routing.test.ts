@@ -4,7 +4,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { clusterRedisForTests, type RelayProcess, startRelay } from "../support/RelayProcess.ts"
-import { dialBinary, dialPhone, envelopes, eventually, type Peer, sleep } from "../support/Peers.ts"
+import { dialBinary, dialPhone, envelopes, eventually, type Peer, phonesRegistered, sleep } from "../support/Peers.ts"
 
 let relay: RelayProcess
 let n = 0
@@ -19,15 +19,11 @@ afterAll(async () => {
 
 const health = async () => (await fetch(`${relay.httpUrl}/healthz`)).json() as Promise<Record<string, unknown>>
 
-/**
- * A binary and a phone of one server-id, once the relay registered the phone. In cluster mode the
- * claim and the registration are Redis round trips after each 101: a binary dropped at once could
- * leave before its claim landed, and the phone would join the next binary's claim instead.
- */
+/** A binary and a phone of one server-id, once the relay registered the phone (`phonesRegistered`). */
 const pair = async (serverId = sid()): Promise<{ serverId: string; binary: Peer; phone: Peer }> => {
   const binary = await dialBinary(relay.url, serverId)
   const phone = await dialPhone(relay.url, serverId)
-  await eventually(() => relay.logs.some((l) => l.includes('"phone registered"') && l.includes(`"${serverId}"`)))
+  await phonesRegistered(relay, serverId)
   return { serverId, binary, phone }
 }
 

@@ -120,3 +120,12 @@ export const closedWithin = (peer: Peer, timeoutMs = 5000): Promise<{ code: numb
       throw new Error(`not closed within ${timeoutMs} ms (${peer.messages.length} messages received)`)
     })
   ])
+
+/**
+ * Waits until a relay logged `count` phone registrations for `serverId`. In cluster mode a
+ * binary's claim and a phone's registration are Redis round trips after their 101s: a test that
+ * drops a binary right after dialling its phone waits for this first, or the binary may be gone
+ * before its claim landed (and the phone then joins the next binary's claim).
+ */
+export const phonesRegistered = (relay: { readonly logs: ReadonlyArray<string> }, serverId: string, count = 1): Promise<void> =>
+  eventually(() => relay.logs.filter((l) => l.includes('"phone registered"') && l.includes(`"${serverId}"`)).length >= count)
